@@ -1,0 +1,81 @@
+"""Masked-only reconstruction losses.
+
+Each loss scores every token, then averages over the tokens selected by ``weight`` (``[B, N]``,
+1 on masked tokens by default, or any subset such as VideoMAE V2's decoder-side "running cell"
+selection). An empty selection gives a loss of 0 with zero gradients, never NaN.
+
+Shapes:
+    pred: ``[B, N, P]`` (``[B, N, V]`` logits for ``ce``)
+    target: ``[B, N, P]`` (``[B, N]`` class indices for ``ce``)
+    weight: ``[B, N]`` bool or float
+    returns: scalar
+"""
+
+from __future__ import annotations
+
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from maezoo.registry import register
+
+
+def masked_mean(per_token: Tensor, weight: Tensor) -> Tensor:
+    """Weighted mean of ``[B, N]`` per-token losses; 0 when the weights sum to 0."""
+    w = weight.to(per_token.dtype)
+    return (per_token * w).sum() / w.sum().clamp_min(1.0)
+
+
+@register("loss", "mse")
+class MaskedMSE:
+    """Mean squared error per token (mean over its values), averaged over selected tokens (MAE)."""
+
+    def __call__(self, pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        return masked_mean((pred.float() - target.float()).pow(2).mean(-1), weight)
+
+
+@register("loss", "l1")
+class MaskedL1:
+    """Mean absolute error per token, averaged over selected tokens (TSFormer)."""
+
+    def __call__(self, pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        return masked_mean((pred.float() - target.float()).abs().mean(-1), weight)
+
+
+@register("loss", "sce")
+class ScaledCosineError:
+    """GraphMAE's scaled cosine error ``(1 - cos(pred, target)) ** alpha`` per token (``alpha >= 1``)."""
+
+    def __init__(self, alpha: float = 2.0) -> None:
+        if alpha < 1:
+            raise ValueError(f"scaled cosine error needs alpha >= 1, got {alpha}")
+        self.alpha = float(alpha)
+
+    def __call__(self, pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        cos = F.cosine_similarity(pred.float(), target.float(), dim=-1, eps=1e-8)
+        return masked_mean((1 - cos).pow(self.alpha), weight)
+
+
+@register("loss", "ce")
+class MaskedCrossEntropy:
+    """Cross-entropy over a vocabulary for discrete targets (BERT, BEiT), optional label smoothing."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = float(label_smoothing)
+
+    def __call__(self, pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        b, n, v = pred.shape
+        per_token = F.cross_entropy(
+            pred.float().reshape(b * n, v), target.reshape(b * n).long(), reduction="none",
+            label_smoothing=self.label_smoothing,
+        )
+        return masked_mean(per_token.view(b, n), weight)
+
+
+def build_loss(name: str, **kwargs) -> object:
+    from maezoo.registry import build
+
+    return build("loss", name, **kwargs)
+
+
+__all__ = ["masked_mean", "MaskedMSE", "MaskedL1", "ScaledCosineError", "MaskedCrossEntropy", "build_loss"]

@@ -1,0 +1,66 @@
+"""Fixed sin-cos position embeddings for 1-D, 2-D and 3-D token grids, and grid resizing.
+
+The embedding dimension is split evenly between the grid axes (MAE's 2-D layout for ``(H, W)``:
+first half encodes the row, second half the column), each axis using the transformer's 1-D sin-cos.
+
+Shapes:
+    sincos_pos_embed(dim, grid): ``[prod(grid), dim]``
+    interpolate_pos_embed(pe, old, new): ``[prod(old), D] -> [prod(new), D]``
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def sincos_1d(dim: int, positions: Tensor) -> Tensor:
+    """``[L] -> [L, dim]`` with ``dim`` even: ``[sin(p*w_0..), cos(p*w_0..)]``, ``w_i = 1/10000^(2i/dim)``."""
+    if dim % 2:
+        raise ValueError(f"sin-cos embedding needs an even dimension per axis, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    out = positions.double().reshape(-1, 1) * omega.reshape(1, -1)
+    return torch.cat([out.sin(), out.cos()], dim=1).float()
+
+
+@functools.lru_cache(maxsize=64)
+def _sincos_cached(dim: int, grid: tuple[int, ...]) -> Tensor:
+    nd = len(grid)
+    if nd not in (1, 2, 3):
+        raise ValueError(f"sin-cos position embeddings support 1-D, 2-D and 3-D grids, got {grid}")
+    if dim % (2 * nd):
+        raise ValueError(f"embedding dim {dim} must divide by {2 * nd} for a {nd}-D grid {grid}")
+    coords = torch.meshgrid(*[torch.arange(g) for g in grid], indexing="ij")
+    parts = [sincos_1d(dim // nd, c.reshape(-1)) for c in coords]
+    return torch.cat(parts, dim=1)
+
+
+def sincos_pos_embed(dim: int, grid: tuple[int, ...]) -> Tensor:
+    """Fixed position embedding for a token grid, ``[prod(grid), dim]`` (cached; treat as read-only)."""
+    return _sincos_cached(int(dim), tuple(int(g) for g in grid))
+
+
+def interpolate_pos_embed(pe: Tensor, old_grid: tuple[int, ...], new_grid: tuple[int, ...]) -> Tensor:
+    """Resize a (learned or fixed) position embedding from ``old_grid`` to ``new_grid``.
+
+    Linear for 1-D, bicubic for 2-D and trilinear for 3-D grids, as timm and the MAE fine-tuning code do
+    when the input resolution changes. ``pe`` may carry a leading batch dimension of 1.
+    """
+    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
+    if len(old_grid) != len(new_grid):
+        raise ValueError(f"cannot resize a {len(old_grid)}-D grid {old_grid} to {len(new_grid)}-D {new_grid}")
+    squeeze = pe.dim() == 3
+    x = pe[0] if squeeze else pe
+    if x.shape[0] != math.prod(old_grid):
+        raise ValueError(f"position embedding has {x.shape[0]} rows but grid {old_grid} has {math.prod(old_grid)}")
+    if old_grid == new_grid:
+        return pe
+    mode = {1: "linear", 2: "bicubic", 3: "trilinear"}[len(old_grid)]
+    x = x.t().reshape(1, -1, *old_grid).float()
+    x = F.interpolate(x, size=new_grid, mode=mode, align_corners=False)
+    x = x.reshape(-1, math.prod(new_grid)).t().to(pe.dtype)
+    return x.unsqueeze(0) if squeeze else x

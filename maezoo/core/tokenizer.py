@@ -1,0 +1,54 @@
+"""The tokenizer interface every modality implements.
+
+A tokenizer turns a raw batch into tokens on a grid (with position information added) and defines
+the per-token target values (``patchify``) that the decoder reconstructs. Everything modality-specific
+lives behind it; the core only sees :class:`Tokens`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+
+@dataclass
+class Tokens:
+    """A tokenized batch.
+
+    Shapes:
+        tokens: ``[B, N, D]`` embedded tokens, position information already added.
+        grid: the token grid, ``prod(grid) == N`` (row-major).
+        context: extra inputs an encoder/decoder may need (``edge_index`` for graphs, a modality id ...).
+    """
+
+    tokens: Tensor
+    grid: tuple[int, ...]
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+class Tokenizer(nn.Module):
+    """Base class: subclasses set ``embed_dim`` and ``target_dim`` and implement the four methods."""
+
+    embed_dim: int
+    #: values per token in the reconstruction target (``patch**2 * C`` for images)
+    target_dim: int
+
+    def validate(self, x: Any) -> None:
+        """Raise ``ValueError`` naming the problem and the fix when ``x`` is not a valid batch."""
+
+    def grid(self, x: Any) -> tuple[int, ...]:
+        """Token grid of a batch (without embedding it)."""
+        raise NotImplementedError
+
+    def forward(self, x: Any) -> Tokens:
+        raise NotImplementedError
+
+    def patchify(self, x: Any) -> Tensor:
+        """Raw per-token values ``[B, N, target_dim]`` in the same order as the tokens."""
+        raise NotImplementedError
+
+    def unpatchify(self, patches: Tensor, grid: tuple[int, ...]) -> Any:
+        """Inverse of :meth:`patchify`."""
+        raise NotImplementedError

@@ -1,0 +1,7 @@
+"""Image modality: patch tokenizer, MAE ViT builders, data and the reconstruction figure."""
+
+from maezoo.image import models  # noqa: F401  (registers builders)
+from maezoo.image.tokenizer import PatchTokenizer
+from maezoo.image.visualize import reconstruction_grid, save_reconstructions
+
+__all__ = ["PatchTokenizer", "reconstruction_grid", "save_reconstructions"]

@@ -1,0 +1,147 @@
+"""``results.json``: one schema for every modality, system and protocol.
+
+The cross-modality benchmark tables are built from these files alone, so each row carries everything
+needed to place it: what was trained (system, modality, dataset, model), how it was measured
+(protocol, metric), the value (mean and std over seeds, with the per-seed values), and the cost
+(steps, wall time, hardware).
+
+Schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "run": {"recipe": str, "created": ISO-8601, "maezoo_version": str, "git_commit": str | null},
+      "hardware": {"device": str, "cpu": str, "num_threads": int, ...},
+      "results": [
+        {"system": "mae", "modality": "image", "dataset": "cifar10", "model": "mae_vit",
+         "protocol": "knn" | "linprobe" | "finetune" | "partial_finetune" | "scratch" | ...,
+         "init": "pretrained" | "random",
+         "metric": "top1", "value": 61.2, "std": 0.0, "seeds": [0], "values": [61.2],
+         "higher_is_better": true, "steps": 2000, "wall_time_s": 840.5, "extra": {...}}
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Result:
+    system: str
+    modality: str
+    dataset: str
+    model: str
+    protocol: str
+    metric: str
+    values: list[float]
+    seeds: list[int]
+    init: str = "pretrained"
+    higher_is_better: bool = True
+    steps: int | None = None
+    wall_time_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def value(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["value"], d["std"] = self.value, self.std
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Result:
+        d = {k: v for k, v in d.items() if k not in ("value", "std")}
+        return cls(**d)
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "num_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["device"] = "cuda"
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("maezoo", "torch", "torchvision", "torchaudio", "timm", "torch-geometric", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_results(path: str | Path, results: list[Result], recipe: str = "") -> Path:
+    """Write (atomically) a ``results.json`` holding ``results``."""
+    from maezoo import __version__
+
+    path = Path(path)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "recipe": recipe,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "maezoo_version": __version__,
+            "git_commit": git_commit(),
+        },
+        "hardware": hardware(),
+        "results": [r.to_json() for r in results],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(path: str | Path) -> tuple[dict[str, Any], list[Result]]:
+    doc = json.loads(Path(path).read_text())
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: unsupported results schema_version {doc.get('schema_version')!r}")
+    return doc, [Result.from_json(r) for r in doc["results"]]
