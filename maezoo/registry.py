@@ -35,6 +35,7 @@ KINDS = (
     "decoder",  # latent -> per-token prediction
     "model",  # builders of whole systems (mae_vit_base_patch16, graphmae, ...)
     "head",  # downstream heads
+    "metric",  # downstream metrics (top-1, mAP, MSE, ...)
     "dataset",  # dataset builders used by recipes
     "system",  # what `maezoo run` executes for a recipe (pre-training + stages)
 )
