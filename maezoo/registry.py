@@ -96,8 +96,18 @@ def load_plugins(kind: str, *, force: bool = False) -> None:
 
             warnings.warn(f"maezoo plugin {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2)
             continue
-        if not isinstance(obj, types.ModuleType) and ep.name not in _REGISTRY[kind]:
-            register(kind, ep.name, obj)
+        if isinstance(obj, types.ModuleType):
+            continue
+        if ep.name in _REGISTRY[kind] and _REGISTRY[kind][ep.name] is not obj:
+            import warnings
+
+            warnings.warn(
+                f"maezoo plugin {ep.name!r} ({ep.value}) not registered: {kind} {ep.name!r} already exists "
+                f"({_describe(_REGISTRY[kind][ep.name])})",
+                stacklevel=2,
+            )
+            continue
+        register(kind, ep.name, obj)
 
 
 def names(kind: str) -> list[str]:

@@ -52,7 +52,13 @@ class TransformerDecoder(nn.Module):
         x = self.embed(latent)
         p = self.num_prefix_tokens
         prefix, x = x[:, :p], x[:, p:]
-        if x.shape[1] == mask.num_visible and mask.num_visible != mask.mask.shape[1]:
+        n = mask.mask.shape[1]
+        if x.shape[1] not in (mask.num_visible, n):
+            raise ValueError(
+                f"decoder got {x.shape[1]} latent tokens after {p} prefix token(s); expected {mask.num_visible} "
+                f"(visible, drop mode) or {n} (all, replace mode) for grid {tuple(grid)}; check num_prefix_tokens"
+            )
+        if x.shape[1] == mask.num_visible and mask.num_visible != n:
             x = unshuffle(x, mask, self.mask_token.view(-1))
         elif self.remask:
             x = torch.where(mask.mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)

@@ -13,7 +13,7 @@ Shapes:
 
 from __future__ import annotations
 
-
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -21,9 +21,16 @@ from maezoo.registry import register
 
 
 def masked_mean(per_token: Tensor, weight: Tensor) -> Tensor:
-    """Weighted mean of ``[B, N]`` per-token losses; 0 when the weights sum to 0."""
+    """Weighted mean of ``[B, N]`` per-token losses; 0 (with zero gradients) when the weights sum to 0.
+
+    Unselected tokens never contribute to the value, even when their loss is NaN/inf. The denominator is
+    the weight sum itself (not clamped to 1), so fractional weights give a true weighted mean.
+    """
     w = weight.to(per_token.dtype)
-    return (per_token * w).sum() / w.sum().clamp_min(1.0)
+    selected = w != 0
+    total = torch.where(selected, per_token * w, torch.zeros_like(per_token)).sum()
+    denom = w.sum()
+    return total / torch.where(denom != 0, denom, torch.ones_like(denom))
 
 
 @register("loss", "mse")

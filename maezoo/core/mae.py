@@ -91,24 +91,34 @@ class MaskedAutoencoder(nn.Module):
         elif mask is not None and self.mask_mode == "drop":
             x = apply_drop(x, mask)
         elif mask is not None:
-            x = self._replace(x, mask, generator)
+            x = self._replace(x, mask, generator, ctx.get("pos_embed"))
         return self.encoder(x, ctx)
 
-    def _replace(self, x: Tensor, mask: Mask, generator: torch.Generator | None) -> Tensor:
+    def _replace(
+        self, x: Tensor, mask: Mask, generator: torch.Generator | None, pos: Tensor | None = None
+    ) -> Tensor:
+        # ``x`` already carries the position embedding ``pos`` (when the tokenizer reports it in
+        # ``context["pos_embed"]``): a hidden token becomes mask token + its position (SimMIM, BERT), so
+        # the encoder still knows where the hidden tokens are.
+        b, n, d = x.shape
+        pos_full = pos.to(x.device, x.dtype).expand(b, n, d) if pos is not None else None
+        token = self.mask_token if pos_full is None else self.mask_token.to(x.dtype) + pos_full
+        out = apply_replace(x, mask, token)
         if self.replace_rate > 0 and self.training:
-            # Of the hidden tokens, a replace_rate share takes another random token's embedding
-            # (drawn from the whole batch) instead of the mask token.
-            b, n, d = x.shape
+            # Of the hidden tokens, a replace_rate share takes another random token's content (drawn from
+            # the whole batch, keeping its own position) instead of the mask token.
             hidden = mask.ids_masked  # [B, M]
             gen_dev = generator.device if generator is not None else x.device
             pick = torch.rand(hidden.shape, generator=generator, device=gen_dev).to(x.device) < self.replace_rate
             src = torch.randint(0, b * n, hidden.shape, generator=generator, device=gen_dev).to(x.device)
-            flat = x.reshape(b * n, d)
-            noise = flat[src]  # [B, M, D]
-            out = apply_replace(x, mask, self.mask_token)
-            cur = torch.gather(out, 1, hidden.unsqueeze(-1).expand(-1, -1, d))
-            return out.scatter(1, hidden.unsqueeze(-1).expand(-1, -1, d), torch.where(pick.unsqueeze(-1), noise, cur))
-        return apply_replace(x, mask, self.mask_token)
+            content = x if pos_full is None else x - pos_full
+            noise = content.reshape(b * n, d)[src]  # [B, M, D]
+            idx = hidden.unsqueeze(-1).expand(-1, -1, d)
+            if pos_full is not None:
+                noise = noise + torch.gather(pos_full, 1, idx)
+            cur = torch.gather(out, 1, idx)
+            out = out.scatter(1, idx, torch.where(pick.unsqueeze(-1), noise, cur))
+        return out
 
     @torch.no_grad()
     def sample_mask(self, x: Any, generator: torch.Generator | None = None) -> Mask:
@@ -119,8 +129,14 @@ class MaskedAutoencoder(nn.Module):
         """Mask, encode, decode and score ``x``; pass ``mask`` to reuse a fixed mask."""
         self.tokenizer.validate(x)
         tok = self.tokenizer(x)
+        b, n = tok.tokens.shape[:2]
         if mask is None:
-            mask = self.masking(tok.tokens.shape[0], tok.grid, generator=generator, device=tok.tokens.device)
+            mask = self.masking(b, tok.grid, generator=generator, device=tok.tokens.device)
+        elif tuple(mask.mask.shape) != (b, n):
+            raise ValueError(
+                f"mask is {tuple(mask.mask.shape)} but the batch has {b} sample(s) of {n} tokens (grid {tok.grid}); "
+                "build it for this batch, e.g. with model.sample_mask(x)"
+            )
         latent = self._encode_tokens(tok, mask, generator)
         pred = self.decoder(latent, mask, tok.grid, tok.context)
         with torch.no_grad():

@@ -17,11 +17,11 @@ Shapes:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-
 from torch import Tensor
 
 from maezoo.registry import register
@@ -64,9 +64,14 @@ class Mask:
 
 
 def _check_ratio(ratio: float) -> float:
-    if not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0.0 <= ratio < 1.0:
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or math.isnan(ratio) or not 0.0 <= ratio < 1.0:
         raise ValueError(f"mask ratio must be in [0, 1), got {ratio!r}; e.g. 0.75 for MAE, 0.9 for VideoMAE")
     return float(ratio)
+
+
+def _share(n: int, ratio: float) -> int:
+    """``floor(n * ratio)`` robust to float error (``int(100 * 0.29)`` is 28, not 29)."""
+    return min(int(math.floor(n * ratio + 1e-9)), n)
 
 
 def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str) -> Tensor:
@@ -102,7 +107,7 @@ class MaskingStrategy:
             )
 
     def num_masked(self, num_tokens: int) -> int:
-        return int(num_tokens * self.ratio)
+        return _share(num_tokens, self.ratio)
 
     def bool_mask(
         self, batch_size: int, grid: Grid, generator: torch.Generator | None, device: torch.device | str
@@ -232,6 +237,8 @@ class CoarseMasking(MaskingStrategy):
 
     def __init__(self, ratio: float = 0.75, scale: int = 2) -> None:
         self.ratio = _check_ratio(ratio)
+        if int(scale) < 1:
+            raise ValueError(f"coarse masking needs scale >= 1, got {scale}")
         self.scale = int(scale)
 
     def check_grid(self, grid):
@@ -283,7 +290,7 @@ class TimeFrequencyMasking(MaskingStrategy):
 
     def bool_mask(self, batch_size, grid, generator, device):
         t, f = grid
-        nt, nf = int(t * self.time_ratio), int(f * self.freq_ratio)
+        nt, nf = _share(t, self.time_ratio), _share(f, self.freq_ratio)
         self.ratio = (nt * f + nf * t - nt * nf) / (t * f)
         tm = random_bool_mask(batch_size, t, nt, generator, device)
         fm = random_bool_mask(batch_size, f, nf, generator, device)
@@ -296,7 +303,11 @@ def apply_drop(tokens: Tensor, mask: Mask) -> Tensor:
 
 
 def apply_replace(tokens: Tensor, mask: Mask, mask_token: Tensor) -> Tensor:
-    """SimMIM/GraphMAE/BERT mode: hidden tokens become ``mask_token`` (shape ``[D]``). Keeps ``[B, N, D]``."""
+    """SimMIM/GraphMAE/BERT mode: hidden tokens become ``mask_token``. Keeps ``[B, N, D]``.
+
+    ``mask_token`` is ``[D]`` or anything broadcastable to ``tokens`` (e.g. ``[N, D]``: the mask token plus
+    each position's embedding, as SimMIM and BERT do).
+    """
     return torch.where(mask.mask.unsqueeze(-1), mask_token.to(tokens.dtype).expand_as(tokens), tokens)
 
 

@@ -1,7 +1,10 @@
 """Fixed sin-cos position embeddings for 1-D, 2-D and 3-D token grids, and grid resizing.
 
-The embedding dimension is split evenly between the grid axes (MAE's 2-D layout for ``(H, W)``:
-first half encodes the row, second half the column), each axis using the transformer's 1-D sin-cos.
+The embedding dimension is split between the grid axes, each axis using the transformer's 1-D sin-cos.
+Axes are laid out last-first, which is exactly MAE's 2-D layout (``get_2d_sincos_pos_embed``) for an
+``(H, W)`` grid: the first half encodes the column (x), the second half the row (y); for ``(T, H, W)``
+the parts are ``(x, y, t)``. The split is even when ``dim`` divides by ``2 * ndim``; otherwise (e.g. a
+512-wide decoder on a 3-D grid) the first axes get 2 more channels each.
 
 Shapes:
     sincos_pos_embed(dim, grid): ``[prod(grid), dim]``
@@ -32,10 +35,13 @@ def _sincos_cached(dim: int, grid: tuple[int, ...]) -> Tensor:
     nd = len(grid)
     if nd not in (1, 2, 3):
         raise ValueError(f"sin-cos position embeddings support 1-D, 2-D and 3-D grids, got {grid}")
-    if dim % (2 * nd):
-        raise ValueError(f"embedding dim {dim} must divide by {2 * nd} for a {nd}-D grid {grid}")
+    if dim % 2 or dim < 2 * nd:
+        raise ValueError(f"embedding dim {dim} must be even and >= {2 * nd} for a {nd}-D grid {grid}")
     coords = torch.meshgrid(*[torch.arange(g) for g in grid], indexing="ij")
-    parts = [sincos_1d(dim // nd, c.reshape(-1)) for c in coords]
+    base = (dim // (2 * nd)) * 2
+    extra = (dim - base * nd) // 2  # the first ``extra`` parts get 2 more channels
+    sizes = [base + 2 * (i < extra) for i in range(nd)]
+    parts = [sincos_1d(d, c.reshape(-1)) for d, c in zip(sizes, reversed(coords))]
     return torch.cat(parts, dim=1)
 
 

@@ -21,6 +21,8 @@ class Tokens:
         tokens: ``[B, N, D]`` embedded tokens, position information already added.
         grid: the token grid, ``prod(grid) == N`` (row-major).
         context: extra inputs an encoder/decoder may need (``edge_index`` for graphs, a modality id ...).
+            ``context["pos_embed"]`` (optional, ``[N, D]`` or ``[B, N, D]``): the position embedding already
+            added to ``tokens``; replace mode adds it to the mask token so hidden tokens keep their position.
     """
 
     tokens: Tensor

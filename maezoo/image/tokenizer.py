@@ -35,6 +35,8 @@ class PatchTokenizer(Tokenizer):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
+        if embed_dim % 4:
+            raise ValueError(f"image tokenizer needs embed_dim divisible by 4 (2-D sin-cos positions), got {embed_dim}")
         self.patch_size = _pair(patch_size)
         self.in_chans, self.embed_dim = in_chans, embed_dim
         self.img_size = _pair(img_size) if img_size is not None else None
@@ -49,6 +51,8 @@ class PatchTokenizer(Tokenizer):
 
     def _check_size(self, h: int, w: int) -> None:
         ph, pw = self.patch_size
+        if h < ph or w < pw:
+            raise ValueError(f"image size {h}x{w} is smaller than one {ph}x{pw} patch; use larger images or patches")
         if h % ph or w % pw:
             raise ValueError(
                 f"image size {h}x{w} is not divisible by the patch size {ph}x{pw}; resize or crop the images "
@@ -76,8 +80,8 @@ class PatchTokenizer(Tokenizer):
     def forward(self, x: Tensor) -> Tokens:
         grid = self.grid(x)
         t = self.proj(x).flatten(2).transpose(1, 2)  # [B, N, D]
-        t = t + sincos_pos_embed(self.embed_dim, grid).to(t.device, t.dtype)
-        return Tokens(t, grid)
+        pos = sincos_pos_embed(self.embed_dim, grid).to(t.device, t.dtype)
+        return Tokens(t + pos, grid, {"pos_embed": pos})
 
     def patchify(self, x: Tensor) -> Tensor:
         ph, pw = self.patch_size
