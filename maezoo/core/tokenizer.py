@@ -54,3 +54,8 @@ class Tokenizer(nn.Module):
     def unpatchify(self, patches: Tensor, grid: tuple[int, ...]) -> Any:
         """Inverse of :meth:`patchify`."""
         raise NotImplementedError
+
+    def example_input(self, batch_size: int = 2) -> Any:
+        """Optional: a small valid random batch for smoke tests (``tests/test_registry.py`` runs every
+        registered model on its tokenizer's example). Keep it tiny; raise ``NotImplementedError`` if absent."""
+        raise NotImplementedError

@@ -90,3 +90,8 @@ class PatchTokenizer(Tokenizer):
     def unpatchify(self, patches: Tensor, grid: tuple[int, int]) -> Tensor:
         ph, pw = self.patch_size
         return rearrange(patches, "b (h w) (p q c) -> b c (h p) (w q)", h=grid[0], w=grid[1], p=ph, q=pw)
+
+    def example_input(self, batch_size: int = 2) -> Tensor:
+        """Random images of a 2 x 2 patch grid (the smallest size every builder accepts)."""
+        ph, pw = self.patch_size
+        return torch.randn(batch_size, self.in_chans, 2 * ph, 2 * pw)
