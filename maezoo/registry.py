@@ -38,6 +38,7 @@ KINDS = (
     "metric",  # downstream metrics (top-1, mAP, MSE, ...)
     "dataset",  # dataset builders used by recipes
     "system",  # what `maezoo run` executes for a recipe (pre-training + stages)
+    "visualizer",  # per-tokenizer reconstruction figures, keyed by the tokenizer's registered name
 )
 
 _REGISTRY: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
@@ -159,3 +160,12 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str)
 def _ensure_builtins() -> None:
     # Importing the package registers built-ins; done lazily so `maezoo.registry` has no cycles.
     import maezoo  # noqa: F401
+
+
+def name_of(kind: str, obj: Any) -> str | None:
+    """The name under which ``obj`` (or its class) is registered for ``kind``, if any."""
+    _ensure_builtins()
+    for name, o in _REGISTRY[kind].items():
+        if o is obj or (isinstance(o, type) and isinstance(obj, o) and type(obj) is o):
+            return name
+    return None

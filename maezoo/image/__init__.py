@@ -1,6 +1,6 @@
 """Image modality: patch tokenizer, MAE ViT builders, data and the reconstruction figure."""
 
-from maezoo.image import models  # noqa: F401  (registers builders)
+from maezoo.image import data, models  # noqa: F401  (registers datasets and builders)
 from maezoo.image.tokenizer import PatchTokenizer
 from maezoo.image.visualize import reconstruction_grid, save_reconstructions
 

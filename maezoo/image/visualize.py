@@ -16,6 +16,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from maezoo.core.mae import MaskedAutoencoder
+from maezoo.registry import register
 
 
 @torch.no_grad()
@@ -72,3 +73,13 @@ def save_reconstructions(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(make_grid(imgs.cpu(), nrow=3, padding=2, pad_value=1.0), path)
     return path
+
+
+@register("visualizer", "image")
+def visualize_image_batch(model: MaskedAutoencoder, dataset, path: str | Path, num: int = 8, seed: int = 0) -> Path:
+    """Reconstruction figure for the first ``num`` samples of a ``(image, label)`` dataset."""
+    images = torch.stack([dataset[i][0] for i in range(min(num, len(dataset)))])
+    images = images.to(next(model.parameters()).device)
+    size = max(images.shape[-2:])
+    return save_reconstructions(model, images, path, getattr(dataset, "mean", None), getattr(dataset, "std", None),
+                                seed=seed, upscale=max(1, 96 // size))

@@ -1,0 +1,5 @@
+import sys
+
+from maezoo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""Samples that fail to load are skipped and counted instead of ending a long run.
+
+:class:`RobustDataset` wraps any map-style dataset. The sampler hands it ``(index, seed)`` pairs; the
+seed fixes every random augmentation of that sample (so a resumed run sees exactly the same data,
+whichever worker loads it). A sample whose loading raises becomes ``None``; :func:`collate_skip_bad`
+drops those and reports how many were dropped, and the trainer stops only when the share of bad
+samples passes its configured limit.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+
+class RobustDataset(Dataset):
+    def __init__(self, dataset: Dataset, max_warnings: int = 5) -> None:
+        self.dataset = dataset
+        self.max_warnings = max_warnings
+        self._warned = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int] | int) -> Any:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        if seed is not None:
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+        try:
+            return self.dataset[index]
+        except Exception as exc:  # corrupt file, decode error, ...: skip and count
+            if self._warned < self.max_warnings:
+                self._warned += 1
+                warnings.warn(f"skipping sample {index}: {type(exc).__name__}: {exc}", stacklevel=2)
+            return None
+
+
+def collate_skip_bad(batch: list[Any]) -> tuple[Any, int]:
+    """Collate the good samples; return ``(batch or None, number of bad samples)``."""
+    good = [b for b in batch if b is not None]
+    return (default_collate(good) if good else None), len(batch) - len(good)

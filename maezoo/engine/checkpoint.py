@@ -1,0 +1,127 @@
+"""Checkpoints that survive a crash at any moment and resume exactly.
+
+Layout of a run folder::
+
+    run_dir/
+      model.safetensors, model.json     # final weights + the JSON needed to rebuild the model
+      checkpoints/step_00000500/        # full training state, every N steps and at the end
+        model.safetensors
+        model.json
+        state.pt                        # optimizer, RNG states, step, data position (tensors + plain types)
+      checkpoints/latest                # name of the newest complete checkpoint
+
+A checkpoint folder is written under a temporary name and renamed into place, then ``latest`` is
+replaced atomically, so a SIGKILL leaves either the previous or the new checkpoint, never half of one.
+Loading never unpickles arbitrary objects: weights come from safetensors and ``state.pt`` is read
+with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CKPT_DIR = "checkpoints"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous, de-aliased copy of the weights (safetensors refuses shared storage)."""
+    return {k: v.detach().contiguous().clone().cpu() for k, v in unwrap(model).state_dict().items()}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module"):
+        model = model.module  # DDP / FSDP wrappers
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def save_model(model: nn.Module, folder: Path, build_spec: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` (``{"name": builder, "kwargs": {...}}``) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".model.safetensors.tmp{os.getpid()}"
+    save_file(model_state(model), str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, folder / "model.safetensors")
+    _atomic_write_text(folder / "model.json", json.dumps(build_spec, indent=2))
+    return folder / "model.safetensors"
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a registered model from a run folder, a checkpoint folder or a ``.safetensors`` file."""
+    from maezoo.registry import build
+
+    folder = resolve_weights(Path(path)).parent
+    spec = json.loads((folder / "model.json").read_text())
+    model = build("model", spec["name"], **spec.get("kwargs", {}))
+    missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors"), device=map_location), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{folder}: weights do not match model {spec['name']!r} (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model, spec
+
+
+def resolve_weights(path: Path) -> Path:
+    """Find ``model.safetensors`` for a run folder, checkpoint folder or file path."""
+    if path.is_file() and path.suffix == ".safetensors":
+        return path
+    if (path / "model.safetensors").is_file():
+        return path / "model.safetensors"
+    latest = latest_checkpoint(path)
+    if latest is not None:
+        return latest / "model.safetensors"
+    raise FileNotFoundError(f"no model.safetensors in {path} (nor a checkpoint under {path / CKPT_DIR})")
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, model: nn.Module, build_spec: dict[str, Any], state: dict[str, Any], keep_last: int = 2
+) -> Path:
+    """Atomically write the full training state for ``step`` and prune to the newest ``keep_last``."""
+    root = run_dir / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    tmp = root / f".{name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tmp, build_spec)
+    torch.save(state, tmp / "state.pt")
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _atomic_write_text(root / "latest", name)
+    done = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in done[: max(0, len(done) - max(1, keep_last))]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    root = Path(run_dir) / CKPT_DIR
+    marker = root / "latest"
+    if marker.is_file():
+        cand = root / marker.read_text().strip()
+        if (cand / "state.pt").is_file():
+            return cand
+    done = sorted(p for p in root.glob("step_*") if (p / "state.pt").is_file())
+    return done[-1] if done else None
+
+
+def load_state(ckpt: Path) -> dict[str, Any]:
+    return torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+
+
+def load_weights_into(model: nn.Module, ckpt: Path) -> None:
+    unwrap(model).load_state_dict(load_file(str(resolve_weights(ckpt))))
