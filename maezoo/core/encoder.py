@@ -54,7 +54,8 @@ class ViTEncoder(nn.Module):
         self.dim, self.depth = dim, depth
         self.num_prefix_tokens = 1 if cls_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cls_token else None
-        dpr = torch.linspace(0, drop_path, depth).tolist()
+        # stochastic depth rising linearly to ``drop_path`` (python floats: constructible on the meta device)
+        dpr = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i], norm_layer=_norm)
             for i in range(depth)
