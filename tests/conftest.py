@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Tests run tiny models, for which intra-op threads only add overhead; on a shared, loaded CPU box two
+# OpenMP threads made a tiny training step ~80x slower. Override with MAEZOO_TEST_THREADS=N.
+_THREADS = int(os.environ.get("MAEZOO_TEST_THREADS", "1"))
+torch.set_num_threads(_THREADS)
+os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))  # inherited by subprocess tests
 
 
 @pytest.fixture(autouse=True)
