@@ -1,0 +1,46 @@
+"""2-D projection of node embeddings coloured by class, saved as PNG (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+
+def project_2d(emb: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    if method == "pca":
+        return PCA(n_components=2, random_state=seed).fit_transform(emb)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        x = PCA(n_components=min(50, emb.shape[1], emb.shape[0]), random_state=seed).fit_transform(emb)
+        return TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3))).fit_transform(x)
+    raise ValueError(f"projection must be 'pca' or 'tsne', got {method!r}")
+
+
+def plot_embeddings(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray, path: str | Path, method: str = "tsne",
+                    title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    emb = emb.detach().cpu().numpy() if isinstance(emb, Tensor) else np.asarray(emb)
+    labels = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    xy = project_2d(emb, method)
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=120)
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=4, linewidths=0)
+    ax.legend(*sc.legend_elements(), title="class", loc="best", fontsize=7, markerscale=0.8)
+    ax.set_title(title or f"node embeddings ({method})")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
