@@ -1,0 +1,37 @@
+"""Downstream evaluation protocols: k-NN, linear probing, (partial) fine-tuning, from scratch.
+
+Typical chain after pre-training a :class:`~maezoo.core.MaskedAutoencoder` ``mae``::
+
+    from maezoo import eval as ev
+    tr_f, tr_y = ev.extract_features(mae, train_loader, pool="cls")
+    te_f, te_y = ev.extract_features(mae, test_loader, pool="cls")
+    ev.knn_classify(tr_f, tr_y, te_f, te_y, k=20)                  # {"top1", "top5"}
+    ev.linear_probe(tr_f, tr_y, te_f, te_y, epochs=90)             # {"top1", "top5", ...}
+    ev.finetune(mae, train_loader, test_loader, 10, ev.FinetuneConfig(epochs=100))
+    ev.finetune(mae, train_loader, test_loader, 10, ev.FinetuneConfig(trainable_blocks=1))
+    ev.from_scratch(builder, train_loader, test_loader, 10, ev.FinetuneConfig(), **builder_kwargs)
+
+Importing this package registers the metrics (kind ``"metric"``): top1, top5, accuracy, mAP, mse, mae.
+"""
+
+from maezoo.eval import metrics  # noqa: F401  (registers the metrics)
+from maezoo.eval.features import extract_features
+from maezoo.eval.finetune import (
+    Classifier,
+    FinetuneConfig,
+    build_finetune_optimizer,
+    evaluate,
+    finetune,
+    from_scratch,
+    set_drop_path,
+    train_classifier,
+)
+from maezoo.eval.knn import KNNMonitor, knn_classify, knn_scores
+from maezoo.eval.linprobe import LARS, LinearHead, linear_probe
+from maezoo.eval.metrics import higher_is_better, topk_accuracy
+
+__all__ = [
+    "LARS", "Classifier", "FinetuneConfig", "KNNMonitor", "LinearHead", "build_finetune_optimizer", "evaluate",
+    "extract_features", "finetune", "from_scratch", "higher_is_better", "knn_classify", "knn_scores",
+    "linear_probe", "metrics", "set_drop_path", "topk_accuracy", "train_classifier",
+]

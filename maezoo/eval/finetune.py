@@ -1,0 +1,418 @@
+"""End-to-end fine-tuning, partial fine-tuning and training from scratch (MAE's protocol).
+
+* :class:`Classifier` takes a pre-trained :class:`~maezoo.core.MaskedAutoencoder`, keeps (a copy of)
+  its ``tokenizer`` and ``encoder``, discards the decoder, and adds a head. With ``pool="mean"``
+  (MAE's fine-tuning default) the patch tokens are averaged and normalised by a new ``fc_norm``; the
+  encoder's own final norm is then replaced by ``Identity`` (as MAE's ``global_pool`` does). Drop
+  path rates increase linearly with depth, ``0 .. drop_path``.
+* :func:`finetune` trains it with AdamW, layer-wise lr decay, per-step warm-up + cosine, gradient
+  clipping, label smoothing and (images only) mixup/cutmix, then reports top-1/top-5 of the final
+  model on the test loader (no epoch is selected on test).
+* Partial fine-tuning (MAE paper, Fig. 9): ``trainable_blocks=k`` trains the last ``k`` blocks, the
+  final norm and the head; everything before stays frozen.
+* From scratch: build a fresh, randomly initialised model with the same builder and call
+  :func:`finetune` with the same config; :func:`from_scratch` does exactly that.
+
+Shapes:
+    Classifier(x) -> logits ``[B, C]`` (``pool="cls"``/``"mean"``), ``[B, N, C]`` (``pool="none"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.layers import DropPath
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torch import Tensor, nn
+
+from maezoo.core.mae import MaskedAutoencoder, Pool, pool_features
+from maezoo.engine.optim import build_optimizer, cosine_lr, scaled_lr, set_lr
+from maezoo.eval.features import autocast, resolve_amp_dtype, to_device
+from maezoo.eval.metrics import topk_accuracy
+
+LogFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class FinetuneConfig:
+    """MAE fine-tuning hyper-parameters (ViT-B/16 ImageNet defaults, except for ``epochs``).
+
+    The learning rate is ``lr`` if given, else ``base_lr * batch_size / 256`` with the loader's batch
+    size. The schedule runs per step over ``epochs * len(train_loader)`` steps, or ``max_steps`` if
+    that is smaller; the warm-up keeps the ``warmup_epochs / epochs`` share of the run.
+    """
+
+    epochs: int = 100
+    max_steps: int | None = None
+    lr: float | None = None
+    base_lr: float = 1e-3
+    min_lr: float = 1e-6
+    warmup_epochs: float = 5.0
+    layer_decay: float | None = 0.75
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    drop_path: float = 0.1
+    label_smoothing: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0  # 0 disables mixup and cutmix
+    mixup_switch_prob: float = 0.5
+    #: None = full fine-tuning; k = partial fine-tuning of the last k blocks (+ final norm and head)
+    trainable_blocks: int | None = None
+    pool: Pool = "mean"
+    head_init_std: float = 2e-5
+    head_dropout: float = 0.0
+    clip_grad: float | None = None
+    amp: Literal["bf16", "fp16", "fp32"] = "bf16"
+    seed: int = 0
+    #: evaluate on the test loader every this many epochs, for the log only (None: only at the end)
+    eval_every: int | None = None
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.trainable_blocks is not None and self.trainable_blocks < 0:
+            raise ValueError(f"trainable_blocks must be None or >= 0, got {self.trainable_blocks}")
+        if self.pool not in ("cls", "mean", "none"):
+            raise ValueError(f"pool must be 'cls', 'mean' or 'none', got {self.pool!r}")
+        if not 0.0 <= self.mixup_prob <= 1.0:
+            raise ValueError(f"mixup_prob must be in [0, 1], got {self.mixup_prob}")
+
+
+class Classifier(nn.Module):
+    """A pre-trained MAE's tokenizer + encoder with a classification head.
+
+    Args:
+        mae: the (pre-trained) masked autoencoder; its decoder is not kept.
+        num_classes: size of the head.
+        pool: ``"mean"`` (global average pooling + ``fc_norm``, MAE fine-tuning), ``"cls"`` (class
+            token after the encoder's norm), or ``"none"`` (per-token logits, dense tasks).
+        drop_path: stochastic depth of the last block; block ``i`` gets ``drop_path * i / (L - 1)``.
+        head_init_std: std of the head's truncated-normal init (MAE: 2e-5 fine-tuning, 0.01 probing).
+        copy_modules: deep-copy the tokenizer and encoder (default) so that training this classifier
+            leaves ``mae`` untouched for the next protocol.
+
+    Parameter names are ``tokenizer.*``, ``encoder.*``, ``fc_norm.*`` and ``head.*``, which
+    :func:`maezoo.engine.optim.layer_id_vit` maps to layer ids for layer-wise decay.
+    """
+
+    def __init__(
+        self,
+        mae: MaskedAutoencoder,
+        num_classes: int,
+        pool: Pool = "mean",
+        drop_path: float = 0.0,
+        head_init_std: float = 2e-5,
+        head_dropout: float = 0.0,
+        copy_modules: bool = True,
+    ) -> None:
+        super().__init__()
+        if pool not in ("cls", "mean", "none"):
+            raise ValueError(f"pool must be 'cls', 'mean' or 'none', got {pool!r}")
+        self.tokenizer = copy.deepcopy(mae.tokenizer) if copy_modules else mae.tokenizer
+        self.encoder = copy.deepcopy(mae.encoder) if copy_modules else mae.encoder
+        self.num_prefix_tokens = int(getattr(self.encoder, "num_prefix_tokens", 0))
+        if pool == "cls" and self.num_prefix_tokens == 0:
+            raise ValueError("pool='cls' needs an encoder with a class token; use pool='mean'")
+        self.pool: Pool = pool
+        dim = int(getattr(self.encoder, "dim", 0) or self.tokenizer.embed_dim)
+        self.fc_norm: nn.Module = nn.Identity()
+        enc_norm = getattr(self.encoder, "norm", None)
+        if pool != "cls" and isinstance(enc_norm, nn.LayerNorm):
+            # MAE global_pool: no norm on the tokens, LayerNorm after averaging (fresh, unit init).
+            self.encoder.norm = nn.Identity()
+            self.fc_norm = nn.LayerNorm(dim, eps=enc_norm.eps)
+        self.head_drop = nn.Dropout(head_dropout)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=head_init_std)
+        nn.init.zeros_(self.head.bias)
+        self.drop_path_rates = set_drop_path(self.encoder, drop_path)
+
+    @property
+    def blocks(self) -> nn.ModuleList | None:
+        blocks = getattr(self.encoder, "blocks", None)
+        return blocks if isinstance(blocks, nn.ModuleList) else None
+
+    @property
+    def num_layers(self) -> int | None:
+        return len(self.blocks) if self.blocks is not None else None
+
+    def features(self, x: Any) -> Tensor:
+        """Pooled (and ``fc_norm``-ed) features ``[B, D]`` (``[B, N, D]`` for ``pool="none"``)."""
+        tok = self.tokenizer(x)
+        feats = self.encoder(tok.tokens, dict(tok.context))
+        return self.fc_norm(pool_features(feats, self.num_prefix_tokens, self.pool))
+
+    def forward(self, x: Any) -> Tensor:
+        return self.head(self.head_drop(self.features(x)))
+
+    def freeze_for_partial(self, trainable_blocks: int | None) -> None:
+        """Partial fine-tuning: only the last ``trainable_blocks`` blocks, final norms and the head train.
+
+        ``None`` makes everything trainable (full fine-tuning); ``0`` trains only norms and head.
+        """
+        for p in self.parameters():
+            p.requires_grad_(trainable_blocks is None)
+        if trainable_blocks is None:
+            return
+        blocks = self.blocks
+        if blocks is None:
+            raise ValueError("partial fine-tuning needs an encoder with a `blocks` ModuleList")
+        if trainable_blocks > len(blocks):
+            raise ValueError(f"trainable_blocks={trainable_blocks} but the encoder has {len(blocks)} blocks")
+        trainable: list[nn.Module] = [self.fc_norm, self.head]
+        trainable += list(blocks[len(blocks) - trainable_blocks :])
+        enc_norm = getattr(self.encoder, "norm", None)
+        if isinstance(enc_norm, nn.Module):
+            trainable.append(enc_norm)
+        for m in trainable:
+            for p in m.parameters():
+                p.requires_grad_(True)
+
+
+def set_drop_path(encoder: nn.Module, drop_path: float) -> list[float]:
+    """Give every block of ``encoder.blocks`` (timm ``Block``: ``drop_path1``/``drop_path2``) a
+    ``DropPath`` with rates rising linearly from 0 to ``drop_path``; returns the rates."""
+    blocks = getattr(encoder, "blocks", None)
+    if blocks is None:
+        if drop_path > 0:
+            raise ValueError("drop_path > 0 needs an encoder with `blocks` (timm Blocks)")
+        return []
+    rates = torch.linspace(0, drop_path, len(blocks)).tolist()
+    for blk, rate in zip(blocks, rates, strict=True):
+        if not (hasattr(blk, "drop_path1") and hasattr(blk, "drop_path2")):
+            if drop_path > 0:
+                raise ValueError(f"block {type(blk).__name__} has no drop_path1/drop_path2 to set")
+            continue
+        blk.drop_path1 = DropPath(rate) if rate > 0 else nn.Identity()
+        blk.drop_path2 = DropPath(rate) if rate > 0 else nn.Identity()
+    return rates
+
+
+def build_finetune_optimizer(clf: Classifier, cfg: FinetuneConfig, lr: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, with layer-wise decay when the encoder has blocks."""
+    num_layers = clf.num_layers
+    layer_decay = cfg.layer_decay if num_layers is not None else None
+    return build_optimizer(
+        clf, lr, weight_decay=cfg.weight_decay, betas=cfg.betas, layer_decay=layer_decay, num_layers=num_layers
+    )
+
+
+def _batch_size(loader: Any) -> int | None:
+    bs = getattr(loader, "batch_size", None)
+    return int(bs) if isinstance(bs, int) else None
+
+
+def _steps_per_epoch(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader: Iterable[tuple[Any, Any]], device: torch.device | str = "cpu", amp: str = "fp32"
+) -> dict[str, float]:
+    """Top-1/top-5 (percent) and mean cross-entropy of ``model`` on ``loader``, in eval mode.
+
+    Per-token logits ``[B, N, C]`` are flattened with their labels; labels ``< 0`` are ignored.
+    """
+    was = model.training
+    model.eval()
+    logits_all, labels_all = [], []
+    try:
+        for x, y in loader:
+            x, y = to_device(x, device), torch.as_tensor(y).to(device)
+            with autocast(device, amp):
+                logits = model(x)
+            logits, y = logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1).long()
+            keep = y >= 0
+            logits_all.append(logits[keep].cpu())
+            labels_all.append(y[keep].cpu())
+    finally:
+        model.train(was)
+    logits, labels = torch.cat(logits_all), torch.cat(labels_all)
+    acc = topk_accuracy(logits, labels, (1, 5))
+    return {"top1": acc[1], "top5": acc[5], "loss": F.cross_entropy(logits, labels).item()}
+
+
+def _make_mixup(cfg: FinetuneConfig, num_classes: int) -> Mixup | None:
+    if cfg.mixup_prob <= 0 or (cfg.mixup <= 0 and cfg.cutmix <= 0):
+        return None
+    return Mixup(
+        mixup_alpha=cfg.mixup,
+        cutmix_alpha=cfg.cutmix,
+        prob=cfg.mixup_prob,
+        switch_prob=cfg.mixup_switch_prob,
+        label_smoothing=cfg.label_smoothing,
+        num_classes=num_classes,
+    )
+
+
+def train_classifier(
+    clf: Classifier,
+    train_loader: Iterable[tuple[Any, Any]],
+    test_loader: Iterable[tuple[Any, Any]] | None,
+    num_classes: int,
+    cfg: FinetuneConfig,
+    device: torch.device | str = "cpu",
+    log: LogFn | None = None,
+) -> dict[str, Any]:
+    """Train an already built :class:`Classifier` with ``cfg`` and evaluate it (see :func:`finetune`).
+
+    Mixup/cutmix are applied only to 4-D image batches (``[B, C, H, W]``); for other inputs (graphs,
+    time series, per-token labels) they are off and label smoothing uses a plain cross-entropy. With
+    mixup on, an odd-sized batch loses its last sample (timm's batch mixup pairs samples).
+    """
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)  # timm's Mixup draws from NumPy's global generator
+    clf.to(device)
+    clf.freeze_for_partial(cfg.trainable_blocks)
+    steps_per_epoch = _steps_per_epoch(train_loader)
+    if steps_per_epoch is None and cfg.max_steps is None:
+        raise ValueError("the train loader has no len(); set FinetuneConfig.max_steps")
+    total = cfg.epochs * steps_per_epoch if steps_per_epoch is not None else cfg.max_steps
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    if total < 1:
+        raise ValueError("fine-tuning has no steps (empty train loader?)")
+    warmup = int(round(total * cfg.warmup_epochs / cfg.epochs))
+    batch = _batch_size(train_loader)
+    lr = cfg.lr
+    if lr is None:
+        if batch is None:
+            raise ValueError("cannot read the loader's batch_size for the lr scaling rule; set FinetuneConfig.lr")
+        lr = scaled_lr(cfg.base_lr, batch)
+    opt = build_finetune_optimizer(clf, cfg, lr)
+    trainable = [p for p in clf.parameters() if p.requires_grad]
+    mixup = _make_mixup(cfg, num_classes)
+    soft_ce = SoftTargetCrossEntropy()
+    smooth_ce: nn.Module = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
+    amp_dtype = resolve_amp_dtype(cfg.amp)
+    scaler = torch.amp.GradScaler(torch.device(device).type) if amp_dtype == torch.float16 else None
+
+    clf.train()
+    step, epoch, loss_val = 0, 0, float("nan")
+    used_mixup = False
+    while step < total:
+        for x, y in train_loader:
+            if step >= total:
+                break
+            x, y = to_device(x, device), torch.as_tensor(y).to(device)
+            set_lr(opt, cosine_lr(step, total, lr, warmup, cfg.min_lr))
+            is_image = isinstance(x, Tensor) and x.dim() == 4
+            if mixup is not None and is_image and x.shape[0] >= 2:
+                if x.shape[0] % 2:
+                    x, y = x[:-1], y[:-1]
+                x, y_soft = mixup(x, y.long())
+                used_mixup = True
+            else:
+                y_soft = None
+            with autocast(device, cfg.amp):
+                logits = clf(x)
+            logits = logits.float()
+            if y_soft is not None:
+                loss = soft_ce(logits, y_soft)
+            elif logits.dim() == 3:  # per-token labels; negatives are unlabelled
+                loss = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), y.reshape(-1).long(),
+                    ignore_index=-100, label_smoothing=cfg.label_smoothing,
+                )
+            else:
+                loss = smooth_ce(logits, y.long())
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            if cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            step += 1
+            if step % cfg.log_every == 0 or step == total:
+                loss_val = loss.item()
+                if not math.isfinite(loss_val):
+                    raise FloatingPointError(f"fine-tuning diverged at step {step} (loss {loss_val}); lower the lr")
+                if log is not None:
+                    log({"step": step, "epoch": epoch, "loss": loss_val, "lr": opt.param_groups[-1]["lr"]})
+        epoch += 1
+        if cfg.eval_every and test_loader is not None and epoch % cfg.eval_every == 0 and step < total and log:
+            log({"step": step, "epoch": epoch, **{f"test_{k}": v for k, v in evaluate(clf, test_loader, device, cfg.amp).items()}})
+
+    out: dict[str, Any] = {"steps": step, "epochs": epoch, "lr": lr, "train_loss": loss_val, "mixup": used_mixup}
+    if test_loader is not None:
+        res = evaluate(clf, test_loader, device, cfg.amp)
+        out.update(top1=res["top1"], top5=res["top5"], test_loss=res["loss"])
+    out["wall_time_s"] = time.perf_counter() - t0
+    return out
+
+
+def finetune(
+    model: MaskedAutoencoder,
+    train_loader: Iterable[tuple[Any, Any]],
+    test_loader: Iterable[tuple[Any, Any]],
+    num_classes: int,
+    cfg: FinetuneConfig,
+    device: torch.device | str = "cpu",
+    log: LogFn | None = None,
+    *,
+    return_model: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune (full or partial, per ``cfg.trainable_blocks``) a copy of ``model``'s encoder.
+
+    ``model`` itself is not modified. The reported accuracy is the final model's on ``test_loader``.
+
+    Returns:
+        ``{"top1", "top5", "steps", "wall_time_s"}`` plus ``"epochs"``, ``"lr"``, ``"train_loss"``,
+        ``"test_loss"``, ``"mixup"`` (whether mixup/cutmix ran), ``"trainable_params"`` and, with
+        ``return_model``, ``"model"`` (the trained :class:`Classifier`).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the head's init
+        clf = Classifier(
+            model, num_classes, pool=cfg.pool, drop_path=cfg.drop_path,
+            head_init_std=cfg.head_init_std, head_dropout=cfg.head_dropout,
+        )
+    out = train_classifier(clf, train_loader, test_loader, num_classes, cfg, device, log)
+    out["trainable_params"] = sum(p.numel() for p in clf.parameters() if p.requires_grad)
+    if return_model:
+        out["model"] = clf
+    return out
+
+
+def from_scratch(
+    builder: Callable[..., MaskedAutoencoder],
+    train_loader: Iterable[tuple[Any, Any]],
+    test_loader: Iterable[tuple[Any, Any]],
+    num_classes: int,
+    cfg: FinetuneConfig,
+    device: torch.device | str = "cpu",
+    log: LogFn | None = None,
+    **builder_kwargs: Any,
+) -> dict[str, Any]:
+    """The from-scratch baseline: ``finetune`` a freshly built (random-init) ``builder(**builder_kwargs)``.
+
+    The model is built under ``cfg.seed``, so the baseline is reproducible. Use the same builder and
+    kwargs as for pre-training so that only the initialisation differs.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = builder(**builder_kwargs)
+    return finetune(model, train_loader, test_loader, num_classes, cfg, device, log)
