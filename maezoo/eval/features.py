@@ -46,8 +46,10 @@ def autocast(device: torch.device | str, amp: AmpDtype) -> contextlib.AbstractCo
 
 def to_device(x: Any, device: torch.device | str) -> Any:
     """Move a tensor, a container of tensors, or anything with ``.to`` (e.g. a PyG batch) to ``device``."""
-    if isinstance(x, Tensor) or hasattr(x, "to"):
-        return x.to(device, non_blocking=True) if isinstance(x, Tensor) else x.to(device)
+    if isinstance(x, Tensor):
+        return x.to(device, non_blocking=True)
+    if hasattr(x, "to"):
+        return x.to(device)
     if isinstance(x, dict):
         return {k: to_device(v, device) for k, v in x.items()}
     if isinstance(x, list | tuple):

@@ -274,6 +274,7 @@ def train_classifier(
     Mixup/cutmix are applied only to 4-D image batches (``[B, C, H, W]``); for other inputs (graphs,
     time series, per-token labels) they are off and label smoothing uses a plain cross-entropy. With
     mixup on, an odd-sized batch loses its last sample (timm's batch mixup pairs samples).
+    Seeds torch's and NumPy's global generators with ``cfg.seed`` (timm's Mixup uses NumPy's).
     """
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
