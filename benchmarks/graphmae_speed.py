@@ -1,0 +1,169 @@
+"""Cora pre-training speed: maezoo's GraphMAE against the official GraphMAE (THUDM/GraphMAE, branch ``pyg``).
+
+Both run in this one process tree, one after the other (``--rounds`` alternations), on the same data and
+the same configuration (the paper's Cora settings), and the epochs per second of each are timed over
+``--epochs`` epochs after ``--warmup`` epochs. Writes ``benchmarks/results/graphmae_speed.json``.
+
+The official code is never copied into maezoo: pass the path of a checkout of its ``pyg`` branch, e.g.::
+
+    git --git-dir=<fetched GraphMAE git dir> archive pyg main_transductive.py configs.yml graphmae | tar -x -C /tmp/gmae
+    pip install ogb tensorboardX
+    python benchmarks/graphmae_speed.py /tmp/gmae
+
+The script copies that checkout into a temporary folder and applies there the one edit PEERS.md
+describes (Planetoid root ``""`` -> ``"."``) and copies the Cora raw files into ``./cora/raw``. The
+official run is started with ``--use_cfg`` (1500 epochs); its tqdm progress is read live and it is
+stopped once the timed epochs are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CORA_RAW = REPO.parent / "shared" / "data" / "planetoid" / "Cora" / "raw"
+
+
+def prepare_official(checkout: Path, work: Path) -> Path:
+    dst = work / "graphmae_official"
+    shutil.copytree(checkout, dst, ignore=shutil.ignore_patterns(".git", "chem", "imgs"))
+    du = dst / "graphmae" / "datasets" / "data_util.py"
+    du.write_text(du.read_text().replace('Planetoid("", dataset_name', 'Planetoid(".", dataset_name'))
+    if not CORA_RAW.is_dir():
+        raise SystemExit(f"Cora raw files not found at {CORA_RAW}")
+    shutil.copytree(CORA_RAW, dst / "cora" / "raw")
+    return dst
+
+
+def time_official(root: Path, warmup: int, epochs: int, timeout: float) -> dict:
+    """Start main_transductive.py, timestamp each '# Epoch k' tqdm update, stop after warmup+epochs."""
+    cmd = [sys.executable, "main_transductive.py", "--dataset", "cora", "--use_cfg", "--seeds", "0", "--device", "-1"]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0)
+    seen: dict[int, float] = {}
+    pat = re.compile(rb"# Epoch (\d+): train_loss: ([0-9.]+)")
+    buf, loss, t_start = b"", None, time.perf_counter()
+    try:
+        while True:
+            chunk = proc.stderr.read1(4096) if hasattr(proc.stderr, "read1") else os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            buf = (buf + chunk)[-8192:]
+            now = time.perf_counter()
+            for m in pat.finditer(buf):
+                seen.setdefault(int(m.group(1)), now)
+                loss = float(m.group(2))
+            if warmup + epochs in seen or now - t_start > timeout:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    # tqdm shows "# Epoch k" once epoch k has finished
+    a, b = warmup - 1, warmup + epochs - 1 if warmup + epochs - 1 in seen else max(seen, default=-1)
+    if a not in seen or b <= a:
+        raise RuntimeError(f"could not time the official run (epochs seen: {sorted(seen)[:5]}...)")
+    return {"epochs_timed": b - a, "seconds": seen[b] - seen[a], "epochs_per_s": (b - a) / (seen[b] - seen[a]),
+            "last_loss": loss}
+
+
+def time_maezoo(warmup: int, epochs: int, overrides: dict, work: Path) -> dict:
+    """maezoo's own pre-training loop (GraphMAESystem._pretrain) with the Cora recipe's model and train settings."""
+    import yaml
+
+    from maezoo.config import from_dict
+    from maezoo.graph.data import load_planetoid
+    from maezoo.graph.system import GraphMAESystem, MetricsLog, set_seed
+
+    raw = yaml.safe_load((REPO / "recipes" / "graph" / "graphmae_cora.yaml").read_text())
+    raw.pop("system")
+    raw["train"].update(overrides)
+    cfg = from_dict(GraphMAESystem.Config, raw)
+    total = warmup + epochs
+    cfg.train.log_every = 0
+    data = load_planetoid("Cora", root=work / "planetoid", source=CORA_RAW.parents[1])
+    set_seed(0)
+    sys_ = GraphMAESystem()
+    model = sys_._build(cfg, data.num_features)
+    # the schedule is that of the full run (cfg.train.epochs), as in the official run; only `total` are done
+    full = cfg.train.epochs
+    log_path = work / f"metrics-{time.time_ns()}.jsonl"
+    cfg_short = cfg
+    orig = cfg_short.train.epochs
+
+    class _Stop(Exception):
+        pass
+
+    class _Log(MetricsLog):
+        def write(self, **row):
+            super().write(**row)
+            if row.get("epoch", -1) + 1 >= total:
+                raise _Stop
+
+    try:
+        sys_._pretrain(cfg_short, model, lambda e, g: [data], 0, _Log(log_path), "Cora")
+    except _Stop:
+        pass
+    rows = [json.loads(x) for x in log_path.read_text().splitlines()]
+    t = {r["epoch"]: r["time_s"] for r in rows}
+    a, b = warmup - 1, total - 1
+    assert orig == full
+    return {"epochs_timed": b - a, "seconds": t[b] - t[a], "epochs_per_s": (b - a) / (t[b] - t[a]),
+            "last_loss": rows[-1]["loss"], "train": {k: getattr(cfg.train, k) for k in ("bf16", "decode_masked_only", "epochs")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("official", type=Path, help="checkout of THUDM/GraphMAE branch pyg (not modified)")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1, help="alternations official/maezoo")
+    ap.add_argument("--bf16", action="store_true", help="maezoo with bf16 autocast")
+    ap.add_argument("--no-masked-only", action="store_true", help="maezoo decoder passes messages to all nodes")
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "graphmae_speed.json")
+    args = ap.parse_args()
+    import torch
+
+    overrides = {"bf16": args.bf16, "decode_masked_only": not args.no_masked_only}
+    runs = {"official": [], "maezoo": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        root = prepare_official(args.official.resolve(), work)
+        for r in range(args.rounds):
+            runs["official"].append(time_official(root, args.warmup, args.epochs, args.timeout))
+            print(f"round {r}: official {runs['official'][-1]['epochs_per_s']:.3f} epochs/s", flush=True)
+            runs["maezoo"].append(time_maezoo(args.warmup, args.epochs, overrides, work))
+            print(f"round {r}: maezoo   {runs['maezoo'][-1]['epochs_per_s']:.3f} epochs/s", flush=True)
+    eps = {k: sum(x["epochs_timed"] for x in v) / sum(x["seconds"] for x in v) for k, v in runs.items()}
+    ratio = eps["maezoo"] / eps["official"]
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    from maezoo.results import hardware
+
+    doc = {"benchmark": "GraphMAE Cora pre-training epochs/s (paper config: GAT 512x4 heads, 2 layers, mask 0.5)",
+           "official_epochs_per_s": eps["official"], "maezoo_epochs_per_s": eps["maezoo"], "ratio": ratio,
+           "runs": runs, "warmup": args.warmup, "epochs": args.epochs, "torch_threads": torch.get_num_threads(),
+           "loadavg_at_end": load, "hardware": hardware(),
+           "note": "both timed in one run; the machine is shared, compare the ratio rather than absolute figures"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmpf = args.out.with_suffix(".json.tmp")
+    tmpf.write_text(json.dumps(doc, indent=2))
+    os.replace(tmpf, args.out)
+    print(f"official {eps['official']:.3f} epochs/s | maezoo {eps['maezoo']:.3f} epochs/s | ratio {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
