@@ -4,6 +4,7 @@
     maezoo run RECIPE [key=value ...]         run a recipe (stage=NAME checkpoint=PATH run one stage)
     maezoo resume RUN_DIR                     continue an interrupted run exactly
     maezoo visualize RUN_DIR_OR_CHECKPOINT    reconstruction PNG of held-out samples
+    maezoo table RESULTS.json ...             one cross-modality Markdown table
     maezoo demo                               pre-train a small MAE on bundled digits and evaluate it (< 3 min)
 
 Multi-process: ``torchrun --nproc_per_node N -m maezoo run RECIPE --run-dir DIR``.
@@ -127,7 +128,8 @@ def cmd_list() -> int:
 
     print("recipes:    " + ", ".join(list_recipes()))
     for kind, items in maezoo.list_components().items():
-        print(f"{kind + 's:':<12}" + (", ".join(items) or "-"))
+        label = {"loss": "losses"}.get(kind, kind + "s")
+        print(f"{label + ':':<12}" + (", ".join(items) or "-"))
     return 0
 
 
@@ -153,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default=None)
     v.add_argument("--num", type=int, default=8)
     v.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("table", help="one Markdown table from results.json files of any modality")
+    t.add_argument("paths", nargs="+")
     d = sub.add_parser("demo", help="small MAE on bundled digits, evaluated against random init (< 3 min)")
     d.add_argument("overrides", nargs="*")
     d.add_argument("--run-dir", default=None)
@@ -170,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_resume(args.run_dir)
         if args.command == "visualize":
             return cmd_visualize(args.target, args.out, args.num, args.seed)
+        if args.command == "table":
+            from maezoo.results import render_table
+
+            print(render_table(args.paths))
+            return 0
         if args.command == "demo":
             return cmd_demo(args.run_dir, args.overrides)
     except (ConfigError, FileNotFoundError, KeyError, TypeError, ValueError) as exc:

@@ -145,3 +145,20 @@ def read_results(path: str | Path) -> tuple[dict[str, Any], list[Result]]:
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: unsupported results schema_version {doc.get('schema_version')!r}")
     return doc, [Result.from_json(r) for r in doc["results"]]
+
+
+def render_table(paths: list[str | Path]) -> str:
+    """One Markdown table from any number of ``results.json`` files (any modality)."""
+    rows = []
+    for p in paths:
+        doc, results = read_results(p)
+        hw = doc["hardware"].get("gpu") or doc["hardware"].get("cpu", "?")
+        for r in results:
+            rows.append((r.modality, r.dataset, r.system, r.model, r.protocol, r.init, r.metric,
+                         f"{r.value:.2f} ± {r.std:.2f}" if len(r.values) > 1 else f"{r.value:.2f}",
+                         str(len(r.seeds)), "" if r.steps is None else str(r.steps),
+                         "" if r.wall_time_s is None else f"{r.wall_time_s:.0f}", hw))
+    head = ("modality", "dataset", "system", "model", "protocol", "init", "metric", "value", "seeds", "steps", "wall s", "hardware")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in sorted(rows)]
+    return "\n".join(lines)

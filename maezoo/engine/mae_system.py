@@ -28,6 +28,10 @@ from maezoo.eval.features import extract_features
 from maezoo.eval.finetune import FinetuneConfig, finetune
 from maezoo.eval.knn import KNNMonitor, knn_classify
 from maezoo.eval.linprobe import linear_probe
+from maezoo.eval.features import extract_features
+from maezoo.eval.finetune import FinetuneConfig, finetune
+from maezoo.eval.knn import KNNMonitor, knn_classify
+from maezoo.eval.linprobe import linear_probe
 from maezoo.registry import build, check_kwargs, get, name_of, register
 from maezoo.results import Result
 
@@ -90,6 +94,7 @@ class MAESystemConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     #: few-label fine-tuning: labels kept per class (None: all labels)
     labels_per_class: int | None = None
+    finetune_batch_size: int = 64
     partial_blocks: int = 1
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     #: samples shown in the reconstruction figure (0: none)
@@ -231,7 +236,7 @@ class MAESystem:
             else:
                 m = self._model(cfg)
             fcfg = FinetuneConfig(**{**to_dict(cfg.finetune), "trainable_blocks": blocks, "seed": cfg.seed})
-            bs = min(fcfg_batch(fcfg), len(train))
+            bs = min(cfg.finetune_batch_size, len(train))
             met = finetune(m, self._loader(train, cfg, True, bs), self._loader(test, cfg, False),
                            num_classes=_num_classes(train), cfg=fcfg, device=device)
             protocol = "finetune" if stage == "scratch" else stage
@@ -249,10 +254,6 @@ class MAESystem:
         except KeyError:
             return None
         return viz(model, self._dataset(cfg, "test", "eval"), path, num=cfg.visualize, seed=cfg.seed)
-
-
-def fcfg_batch(fcfg: FinetuneConfig) -> int:
-    return int(getattr(fcfg, "batch_size", 64))
 
 
 def _targets(ds: Dataset) -> list[int]:
