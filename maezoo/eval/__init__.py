@@ -29,6 +29,10 @@ from maezoo.eval.finetune import (
 from maezoo.eval.knn import KNNMonitor, knn_classify, knn_scores
 from maezoo.eval.linprobe import LARS, LinearHead, linear_probe
 from maezoo.eval.metrics import higher_is_better, topk_accuracy
+from maezoo.registry import register
+
+register("head", "linear_bn", LinearHead)  # MAE's linear-probe head: BatchNorm (no affine) + Linear
+register("head", "classifier", Classifier)  # tokenizer + encoder + pooled head, for (partial) fine-tuning
 
 __all__ = [
     "LARS", "Classifier", "FinetuneConfig", "KNNMonitor", "LinearHead", "build_finetune_optimizer", "evaluate",

@@ -71,7 +71,7 @@ class PatchTokenizer(Tokenizer):
         self._check_size(x.shape[2], x.shape[3])
         if not x.is_floating_point():
             raise ValueError(f"image batch must be floating point (normalised pixels), got {x.dtype}")
-        if self.check_finite and not bool(torch.isfinite(x).all()):
+        if self.check_finite and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
             raise ValueError("image batch contains NaN or infinite pixels; check the data pipeline or normalisation")
 
     def grid(self, x: Tensor) -> tuple[int, int]:
