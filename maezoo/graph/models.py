@@ -293,5 +293,10 @@ def graphmae(
         loss_fn = MaskedMSE()
     else:
         raise ValueError(f"loss must be 'sce' or 'mse', got {loss!r}")
-    return MaskedAutoencoder(tok, enc, dec, NodeMasking(mask_ratio), target="raw", loss=loss_fn,
-                             mask_mode="replace", replace_rate=replace_rate)
+    model = MaskedAutoencoder(tok, enc, dec, NodeMasking(mask_ratio), target="raw", loss=loss_fn,
+                              mask_mode="replace", replace_rate=replace_rate)
+    # GraphMAE initialises its mask token to zeros. The core's N(0, 0.02) token has a norm of ~0.76 over
+    # Cora's 1433 dimensions, three times a row-normalised feature row's (~0.24), and measurably hurts
+    # (linear probe after 60 epochs: 71.1 vs 76.5).
+    nn.init.zeros_(model.mask_token)
+    return model
