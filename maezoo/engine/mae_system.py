@@ -44,6 +44,8 @@ class DataConfig:
     name: str = "cifar10"
     #: keyword arguments of the builder (``split`` and ``transform`` are set per stage)
     args: dict[str, Any] = field(default_factory=dict)
+    #: pre-train on a random subset of this many training samples (None: all)
+    pretrain_subset: int | None = None
     #: samples of the train/test split used by k-NN and the linear probe (None: all)
     eval_train_subset: int | None = None
     eval_test_subset: int | None = None
@@ -172,7 +174,7 @@ class MAESystem:
 
         if "pretrain" in stages:
             model = self._model(cfg)
-            train_ds = self._dataset(cfg, "train", "pretrain")
+            train_ds = self._subset(self._dataset(cfg, "train", "pretrain"), cfg.data.pretrain_subset, cfg.seed)
             callbacks = []
             if cfg.monitor.every > 0:
                 mon_train = self._subset(self._dataset(cfg, "train", "eval"), cfg.monitor.train_subset, cfg.seed)

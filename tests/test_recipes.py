@@ -1,0 +1,120 @@
+"""Recipes and the command line, end to end: run folders, results.json, visualize, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from maezoo.cli import main
+from maezoo.config import ConfigError, from_dict, list_recipes, load_yaml, resolve_recipe
+from maezoo.results import SCHEMA_VERSION, read_results, render_table
+
+TINY = [
+    "visualize=4", "model.args.embed_dim=32", "model.args.depth=2", "model.args.num_heads=2",
+    "model.args.decoder_dim=16", "model.args.decoder_depth=1", "model.args.decoder_heads=2",
+    "trainer.batch_size=32", "trainer.warmup_steps=5", "trainer.log_every=5", "trainer.max_steps=20",
+    "trainer.ckpt_every=10", "linprobe.epochs=5", "finetune.epochs=2",
+]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_every_recipe_validates_and_names_its_command():
+    import maezoo
+
+    assert {"image/mae_cifar10", "image/mae_digits_demo", "graph/graphmae_cora", "graph/graphmae_tu"} <= set(list_recipes())
+    for name in list_recipes():
+        path = resolve_recipe(name)
+        header = [ln for ln in path.read_text().splitlines() if ln.startswith("#")]
+        assert any("maezoo" in ln for ln in header[:3]), f"{name}: the header must give the command"
+        raw = load_yaml(path)
+        system = maezoo.get("system", raw.pop("system"))
+        cfg = from_dict(system.Config, raw)
+        if hasattr(system, "validate"):
+            system().validate(cfg)
+
+
+def test_demo_recipe_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "image/mae_digits_demo", *TINY, "--run-dir", str(run)]) == 0
+    for f in ("config.yaml", "env.json", "metrics.jsonl", "model.safetensors", "model.json", "reconstructions.png",
+              "results.json", "recipe.json"):
+        assert (run / f).is_file(), f
+    assert any((run / "tb").iterdir()), "TensorBoard events missing"
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_00000010", "step_00000020"]
+    env = json.loads((run / "env.json").read_text())
+    assert {"versions", "git_commit", "hardware"} <= env.keys() and "torch" in env["versions"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 20 and "train/samples_per_s" in rows[-1] and "train/data_wait_share" in rows[-1]
+    doc, results = read_results(run / "results.json")
+    assert doc["schema_version"] == SCHEMA_VERSION
+    got = {(r.protocol, r.init) for r in results}
+    assert got == {("knn", "pretrained"), ("knn", "random"), ("linprobe", "pretrained"), ("linprobe", "random"),
+                   ("finetune", "pretrained"), ("finetune", "random")}
+    assert all(0 <= r.value <= 100 and r.modality == "image" and r.dataset == "sklearn-digits" for r in results)
+    table = render_table([run / "results.json"])
+    assert "| image | sklearn-digits | mae |" in table
+
+    # one stage on an existing checkpoint
+    assert main(["run", "image/mae_digits_demo", *TINY, "stage=knn", f"checkpoint={run}", "--run-dir", str(tmp_path / "k")]) == 0
+    _, knn = read_results(tmp_path / "k" / "results_knn.json")
+    assert {r.protocol for r in knn} == {"knn"}
+    # the reconstruction figure of a checkpoint, through the command
+    out = tmp_path / "viz.png"
+    assert main(["visualize", str(run / "checkpoints" / "step_00000010"), "--out", str(out), "--num", "3"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_keys_fail_listing_valid_ones(tmp_path, capsys):
+    assert main(["run", "image/mae_digits_demo", "trainer.max_stepz=3", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "max_stepz" in err and "max_steps" in err and "Traceback" not in err
+    assert main(["run", "image/mae_digits_demo", "model.args.depht=3", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "depht" in err and "depth" in err
+    assert main(["run", "image/nope"]) == 2
+    assert "known recipes" in capsys.readouterr().err
+    assert main(["run", "image/mae_digits_demo", "trainer.max_steps=abc", "--run-dir", str(tmp_path)]) == 2
+    assert "max_steps must be int" in capsys.readouterr().err
+    assert main(["run", "image/mae_digits_demo", "model.name=resnet", "--run-dir", str(tmp_path)]) == 2
+    assert "Known models" in capsys.readouterr().err
+
+
+def test_recipe_cannot_run_code(tmp_path, capsys):
+    evil = tmp_path / "evil.yaml"
+    marker = tmp_path / "pwned"
+    evil.write_text(f"system: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert main(["run", str(evil), "--run-dir", str(tmp_path / "r")]) == 2
+    assert not marker.exists()
+    with pytest.raises(ConfigError):
+        from maezoo.config import parse_overrides
+
+        parse_overrides(["no_equals_sign"])
+
+
+def test_cli_entry_point_lists_components():
+    r = subprocess.run([sys.executable, "-m", "maezoo", "list"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    for word in ("recipes:", "image/mae_cifar10", "tokenizers:", "maskings:", "models:", "heads:", "systems:"):
+        assert word in r.stdout
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10" / "cifar10-jpg.tar").is_file(), reason="needs ../shared/data CIFAR-10")
+def test_cifar10_cpu_pipeline_pretrained_knn_beats_random(tmp_path):
+    """The CPU-sized CIFAR-10 configuration on a subset: the pipeline runs and MAE pre-training already
+    lifts k-NN above a randomly initialised encoder."""
+    run = tmp_path / "c10"
+    args = ["run", "image/mae_cifar10", "--run-dir", str(run), "stages=[pretrain,knn]", "trainer.max_steps=300",
+            "trainer.batch_size=64", "trainer.warmup_steps=30", "data.pretrain_subset=20000",
+            "data.eval_train_subset=5000", "data.eval_test_subset=1000", "monitor.every=0", "trainer.ckpt_every=300",
+            "model.args.depth=4", "visualize=4", "trainer.num_workers=2", "num_workers=2"]
+    assert main(args) == 0
+    _, res = read_results(run / "results.json")
+    knn = {r.init: r.value for r in res if r.protocol == "knn" and r.metric == "top1"}
+    assert knn["pretrained"] > knn["random"], knn
+    assert (run / "reconstructions.png").is_file()
