@@ -300,3 +300,6 @@ def graphmae(
     # (linear probe after 60 epochs: 71.1 vs 76.5).
     nn.init.zeros_(model.mask_token)
     return model
+
+
+graphmae.smoke_kwargs = {"in_dim": 8, "hidden": 16, "heads": 2}  # type: ignore[attr-defined]  (tests/test_registry.py)

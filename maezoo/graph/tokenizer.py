@@ -136,6 +136,17 @@ class GraphNodeTokenizer(Tokenizer):
         """The raw node features ``[1, N, F]``, GraphMAE's reconstruction target."""
         return _graph_parts(x)[0].unsqueeze(0)
 
+    def example_input(self, batch_size: int = 2) -> Any:
+        """A small random graph (a ring of 12 nodes plus chords) with ``in_dim`` features, for smoke tests."""
+        from torch_geometric.data import Data
+
+        n = 12
+        src = torch.arange(n)
+        ring = torch.stack([src, (src + 1) % n])
+        chords = torch.stack([src[::3], (src[::3] + 5) % n])
+        edge_index = torch.cat([ring, ring.flip(0), chords, chords.flip(0)], dim=1)
+        return Data(x=torch.rand(n, self.embed_dim), edge_index=edge_index)
+
     def unpatchify(self, patches: Tensor, grid: tuple[int, ...]) -> Tensor:
         """``[1, N, F] -> [N, F]`` node features."""
         if patches.dim() != 3 or patches.shape[0] != 1 or patches.shape[1] != grid[0]:
