@@ -15,12 +15,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from maezoo import registry
-from maezoo.registry import RegistryError, build, get, names, register
-from maezoo import core  # noqa: E402  (registers core built-ins)
-from maezoo import image  # noqa: E402,F401  (registers the image modality)
+from maezoo import (
+    core,  # noqa: E402  (registers core built-ins)
+    graph,  # noqa: E402,F401  (registers the graph modality; imports torch_geometric lazily)
+    image,  # noqa: E402,F401  (registers the image modality)
+    registry,
+)
 from maezoo.engine import mae_system  # noqa: E402,F401  (registers the `mae` system)
-from maezoo import graph  # noqa: E402,F401  (registers the graph modality; imports torch_geometric lazily)
+from maezoo.registry import RegistryError, build, get, names, register
 
 
 def create(kind: str, name: str, **kwargs: Any) -> Any:

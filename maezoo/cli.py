@@ -21,7 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maezoo.config import ConfigError, from_dict, list_recipes, load_yaml, merge, parse_overrides, resolve_recipe, to_dict
+from maezoo.config import (
+    ConfigError,
+    from_dict,
+    list_recipes,
+    load_yaml,
+    merge,
+    parse_overrides,
+    resolve_recipe,
+    to_dict,
+)
 
 RUN_META = "recipe.json"
 

@@ -126,7 +126,7 @@ def write_results(path: str | Path, results: list[Result], recipe: str = "") -> 
         "schema_version": SCHEMA_VERSION,
         "run": {
             "recipe": recipe,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "maezoo_version": __version__,
             "git_commit": git_commit(),
         },

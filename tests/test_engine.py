@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 
 import maezoo
 from maezoo.engine.optim import cosine_lr, param_groups, scaled_lr
-from maezoo.engine.trainer import NonFiniteLossError, StepBatchSampler, Trainer, TrainerConfig, BadDataError
+from maezoo.engine.trainer import BadDataError, NonFiniteLossError, StepBatchSampler, Trainer, TrainerConfig
 
 TINY = [
     "stages=[pretrain]", "visualize=0", "model.args.embed_dim=32", "model.args.depth=2", "model.args.num_heads=2",
@@ -140,19 +141,20 @@ def test_optimizer_rules():
     assert cosine_lr(100, 100, 1.0, warmup_steps=10, min_lr=0.01) == pytest.approx(0.01)
 
 
+@dataclass
+class _Out:
+    loss: torch.Tensor
+    losses: dict
+
+
 class _NaNModel(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.w = torch.nn.Parameter(torch.ones(1))
 
     def forward(self, x, generator=None):
-        class O:
-            pass
-
-        o = O()
-        o.loss = (self.w * x.sum()) * float("nan")
-        o.losses = {"recon": o.loss}
-        return o
+        loss = (self.w * x.sum()) * float("nan")
+        return _Out(loss, {"recon": loss})
 
 
 class _Flaky(torch.utils.data.Dataset):
@@ -184,13 +186,8 @@ class _Lin(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.ones(2))
 
     def forward(self, x, generator=None):
-        class O:
-            pass
-
-        o = O()
-        o.loss = ((x * self.w).sum(-1) - 1).pow(2).mean()
-        o.losses = {"recon": o.loss}
-        return o
+        loss = ((x * self.w).sum(-1) - 1).pow(2).mean()
+        return _Out(loss, {"recon": loss})
 
 
 def test_bad_samples_are_skipped_and_counted(tmp_path):

@@ -14,7 +14,6 @@ import torch
 
 import maezoo
 from maezoo.config import ConfigError, from_dict
-from maezoo.core.masking import Mask
 from maezoo.engine.system import RunContext
 from maezoo.graph.models import graphmae
 from maezoo.graph.tokenizer import GraphNodeTokenizer

@@ -28,10 +28,6 @@ from maezoo.eval.features import extract_features
 from maezoo.eval.finetune import FinetuneConfig, finetune
 from maezoo.eval.knn import KNNMonitor, knn_classify
 from maezoo.eval.linprobe import linear_probe
-from maezoo.eval.features import extract_features
-from maezoo.eval.finetune import FinetuneConfig, finetune
-from maezoo.eval.knn import KNNMonitor, knn_classify
-from maezoo.eval.linprobe import linear_probe
 from maezoo.registry import build, check_kwargs, get, name_of, register
 from maezoo.results import Result
 
@@ -223,8 +219,10 @@ class MAESystem:
                                            base_lr=lp.base_lr, weight_decay=lp.weight_decay, seed=cfg.seed)
                     wall = time.perf_counter() - t0
                     print(f"{stage:>9} [{init:>10}]: top-1 {met['top1']:.2f}%  ({wall:.1f}s)", flush=True)
-                    results += self._result(cfg, ctx, stage, met, init, pre_steps if init == "pretrained" else 0, wall,
-                                            {"train_samples": len(tr), "test_samples": len(te)})
+                    extra = {"train_samples": len(tr), "test_samples": len(te)}
+                    if init == "pretrained" and pre_wall is not None:
+                        extra["pretrain_wall_time_s"] = pre_wall
+                    results += self._result(cfg, ctx, stage, met, init, pre_steps if init == "pretrained" else 0, wall, extra)
 
         ft_runs = [("finetune", "pretrained", None), ("partial_finetune", "pretrained", cfg.partial_blocks),
                    ("scratch", "random", None)]

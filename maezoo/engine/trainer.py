@@ -17,7 +17,6 @@ tensor and optionally ``losses`` (dict of named terms, each logged).
 
 from __future__ import annotations
 
-
 import os
 import random
 import signal

@@ -4,8 +4,8 @@ Importing this package registers the ``graph_nodes`` tokenizer, the ``gat``/``gi
 ``gnn``/``mlp`` decoders, the ``graphmae`` model builder and the ``graphmae`` system.
 """
 
-from maezoo.graph.tokenizer import GraphNodeTokenizer
 from maezoo.graph.models import GATEncoder, GINEncoder, GNNDecoder, MLPDecoder, graphmae
+from maezoo.graph.tokenizer import GraphNodeTokenizer
 
 __all__ = ["GATEncoder", "GINEncoder", "GNNDecoder", "GraphNodeTokenizer", "MLPDecoder", "graphmae"]
 

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maezoo.core.losses import MaskedMSE, ScaledCosineError
 from maezoo.core.mae import MaskedAutoencoder
 from maezoo.core.masking import Mask, NodeMasking
-from maezoo.core.losses import MaskedMSE, ScaledCosineError
 from maezoo.graph.tokenizer import GraphNodeTokenizer
 from maezoo.registry import register
 
