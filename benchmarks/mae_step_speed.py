@@ -202,9 +202,11 @@ def render_markdown(data: dict) -> str:
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in data["skipped"].items())]
     la = data.get("loadavg_1min") or {}
     if la.get("start") is not None:
+        busy = max(la["start"], la["end"]) > data["threads"] + 0.5
+        verdict = ("above the thread count: shared, contended cores, absolute times inflated; compare the interleaved "
+                   "ratios" if busy else "at or below the thread count: a quiet machine")
         lines += ["", f"1-minute load average at start / end of the timed loop: {la['start']:.1f} / {la['end']:.1f} "
-                  f"on {data['threads']} threads (well above the thread count = shared, contended cores: absolute "
-                  "times inflated, compare the interleaved ratios)."]
+                  f"on {data['threads']} threads ({verdict})."]
     for note in data.get("notes", []):
         lines += ["", f"Note: {note}"]
     lines += ["", "Per-step timings (s):", ""]

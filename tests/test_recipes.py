@@ -109,8 +109,8 @@ def test_cifar10_cpu_pipeline_pretrained_knn_beats_random(tmp_path):
     """The CPU-sized CIFAR-10 configuration on a subset: the pipeline runs and MAE pre-training already
     lifts k-NN above a randomly initialised encoder."""
     run = tmp_path / "c10"
-    args = ["run", "image/mae_cifar10", "--run-dir", str(run), "stages=[pretrain,knn]", "trainer.max_steps=300",
-            "trainer.batch_size=64", "trainer.warmup_steps=30", "data.pretrain_subset=20000",
+    args = ["run", "image/mae_cifar10", "--run-dir", str(run), "stages=[pretrain,knn]", "trainer.max_steps=500",
+            "trainer.batch_size=64", "trainer.warmup_steps=50", "trainer.lr=1.5e-3", "data.pretrain_subset=20000",
             "data.eval_train_subset=5000", "data.eval_test_subset=1000", "monitor.every=0", "trainer.ckpt_every=300",
             "model.args.depth=4", "visualize=4", "trainer.num_workers=2", "num_workers=2"]
     assert main(args) == 0
