@@ -123,7 +123,7 @@ class MaskedAutoencoder(nn.Module):
     @torch.no_grad()
     def sample_mask(self, x: Any, generator: torch.Generator | None = None) -> Mask:
         grid = self.tokenizer.grid(x)
-        return self.masking(_batch_size(x, grid), grid, generator=generator, device=_device(self))
+        return self.masking(_batch_size(x), grid, generator=generator, device=_device(self))
 
     def forward(self, x: Any, *, mask: Mask | None = None, generator: torch.Generator | None = None) -> MAEOutput:
         """Mask, encode, decode and score ``x``; pass ``mask`` to reuse a fixed mask."""
@@ -170,5 +170,6 @@ def _device(module: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _batch_size(x: Any, grid: tuple[int, ...]) -> int:
+def _batch_size(x: Any) -> int:
+    """Samples in a batch: a tensor's first dimension; other inputs (a PyG graph batch) form one token set."""
     return x.shape[0] if isinstance(x, Tensor) else 1
