@@ -149,7 +149,7 @@ class MAESystem:
 
     def _result(self, cfg, ctx, protocol, metrics, init, steps=None, wall=None, extra=None) -> list[Result]:
         label = cfg.dataset_label or cfg.data.name
-        modality = name_of("tokenizer", type(self._probe_model.tokenizer)) or "unknown"
+        modality = self._modality
         rows = []
         for metric in ("top1", "top5"):
             if metric in metrics:
@@ -165,7 +165,6 @@ class MAESystem:
         run_dir = ctx.run_dir
         device = resolve_device(cfg.trainer.device)
         results: list[Result] = []
-        self._probe_model = self._model(cfg)
         pre_steps, pre_wall = None, None
 
         if "pretrain" in stages:
@@ -198,6 +197,7 @@ class MAESystem:
         source = ctx.checkpoint or run_dir
         pretrained, _ = load_model(resolve_weights(Path(source)).parent)
         pretrained.to(device)
+        self._modality = name_of("tokenizer", type(pretrained.tokenizer)) or "unknown"
 
         if "knn" in eval_stages or "linprobe" in eval_stages:
             tr = self._subset(self._dataset(cfg, "train", "eval"), cfg.data.eval_train_subset, cfg.seed)

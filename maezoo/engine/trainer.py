@@ -17,11 +17,13 @@ tensor and optionally ``losses`` (dict of named terms, each logged).
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -260,6 +262,7 @@ class Trainer:
                 set_lr(opt, lr)
                 opt.zero_grad(set_to_none=True)
                 step_losses: dict[str, float] = {}
+                step_total = 0.0
                 finite = True
                 for micro in range(cfg.accum_steps):
                     t0 = time.perf_counter()
@@ -275,12 +278,14 @@ class Trainer:
                     gen = torch.Generator(device=device).manual_seed(s)
                     x = _to_device(input_fn(batch), device)
                     sync = micro == cfg.accum_steps - 1 or not info.enabled
-                    with (train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else _null()):
+                    with (train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else nullcontext()):
                         with autocast(device, cfg.precision):
                             out = train_model(x, generator=gen)
                         loss = out.loss / cfg.accum_steps
-                        if not torch.isfinite(loss.detach()):
+                        loss_now = float(loss.detach())  # one host sync per micro-step, shared by guard and log
+                        if not math.isfinite(loss_now):
                             finite = False
+                        step_total += loss_now
                         scaler.scale(loss).backward()
                     for k, v in getattr(out, "losses", {"loss": out.loss}).items():
                         step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / cfg.accum_steps
@@ -301,8 +306,7 @@ class Trainer:
                     clip_grad(model.parameters(), cfg.clip_grad)
                     scaler.step(opt)
                     scaler.update()
-                    loss_val = sum(step_losses.values()) if len(step_losses) == 1 else step_losses.get("recon", loss_val)
-                    loss_val = float(loss_val)
+                    loss_val = step_total  # the optimised total, whatever terms it sums
                 step += 1
                 done_here += 1
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -362,14 +366,6 @@ def _to_device(x: Any, device: torch.device) -> Any:
     if hasattr(x, "to"):
         return x.to(device)
     return x
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def _main_thread() -> bool:
