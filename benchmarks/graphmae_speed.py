@@ -129,10 +129,11 @@ def main() -> None:
     ap.add_argument("official", type=Path, help="checkout of THUDM/GraphMAE branch pyg (not modified)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=1, help="alternations official/maezoo")
+    ap.add_argument("--rounds", type=int, default=4, help="rounds, each timing both (order alternates)")
     ap.add_argument("--bf16", action="store_true", help="maezoo with bf16 autocast")
     ap.add_argument("--no-masked-only", action="store_true", help="maezoo decoder passes messages to all nodes")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--pause", type=float, default=5.0, help="seconds to wait after each timed run")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "graphmae_speed.json")
     args = ap.parse_args()
     import torch
@@ -142,19 +143,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         root = prepare_official(args.official.resolve(), work)
+        timers = {"official": lambda: time_official(root, args.warmup, args.epochs, args.timeout),
+                  "maezoo": lambda: time_maezoo(args.warmup, args.epochs, overrides, work)}
         for r in range(args.rounds):
-            runs["official"].append(time_official(root, args.warmup, args.epochs, args.timeout))
-            print(f"round {r}: official {runs['official'][-1]['epochs_per_s']:.3f} epochs/s", flush=True)
-            runs["maezoo"].append(time_maezoo(args.warmup, args.epochs, overrides, work))
-            print(f"round {r}: maezoo   {runs['maezoo'][-1]['epochs_per_s']:.3f} epochs/s", flush=True)
+            # the order alternates between rounds, with a pause after each run, so that neither side
+            # always runs right after the other
+            for name in (("official", "maezoo") if r % 2 == 0 else ("maezoo", "official")):
+                runs[name].append(timers[name]())
+                print(f"round {r}: {name:8s} {runs[name][-1]['epochs_per_s']:.3f} epochs/s", flush=True)
+                time.sleep(args.pause)
     eps = {k: sum(x["epochs_timed"] for x in v) / sum(x["seconds"] for x in v) for k, v in runs.items()}
     ratio = eps["maezoo"] / eps["official"]
+    per_round = [m["epochs_per_s"] / o["epochs_per_s"] for o, m in zip(runs["official"], runs["maezoo"])]
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     from maezoo.results import hardware
 
     doc = {"benchmark": "GraphMAE Cora pre-training epochs/s (paper config: GAT 512x4 heads, 2 layers, mask 0.5)",
            "official_epochs_per_s": eps["official"], "maezoo_epochs_per_s": eps["maezoo"], "ratio": ratio,
+           "ratio_per_round": per_round, "order": "official first in even rounds, maezoo first in odd rounds",
            "runs": runs, "warmup": args.warmup, "epochs": args.epochs, "torch_threads": torch.get_num_threads(),
            "loadavg_at_end": load, "hardware": hardware(),
            "note": "both timed in one run; the machine is shared, compare the ratio rather than absolute figures"}
@@ -162,7 +169,8 @@ def main() -> None:
     tmpf = args.out.with_suffix(".json.tmp")
     tmpf.write_text(json.dumps(doc, indent=2))
     os.replace(tmpf, args.out)
-    print(f"official {eps['official']:.3f} epochs/s | maezoo {eps['maezoo']:.3f} epochs/s | ratio {ratio:.2f}x")
+    print(f"official {eps['official']:.3f} epochs/s | maezoo {eps['maezoo']:.3f} epochs/s | ratio {ratio:.2f}x "
+          f"(per round: {', '.join(f'{x:.2f}' for x in per_round)})")
 
 
 if __name__ == "__main__":

@@ -409,3 +409,51 @@ def test_interpolate_constant_and_errors():
         interpolate_pos_embed(pe, (4, 4), (8,))
     with pytest.raises(ValueError, match="rows"):
         interpolate_pos_embed(pe, (5, 4), (8, 8))
+
+
+@pytest.mark.parametrize("loss_fn", [MaskedMSE(), MaskedL1(), ScaledCosineError(3.0)])
+def test_bool_weight_selects_rows_with_same_value_and_gradients(loss_fn):
+    # a bool weight scores only the selected tokens (select_rows); value and gradients equal the float path
+    torch.manual_seed(0)
+    pred = torch.randn(2, 6, 5, requires_grad=True)
+    target = torch.randn(2, 6, 5)
+    mask = torch.tensor([[1, 0, 1, 1, 0, 0], [0, 1, 0, 1, 1, 0]]).bool()
+    a = loss_fn(pred, target, mask)
+    (ga,) = torch.autograd.grad(a, pred)
+    b = loss_fn(pred, target, mask.float())
+    (gb,) = torch.autograd.grad(b, pred)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ga, gb)
+    assert ga[~mask].abs().sum() == 0
+    # a NaN at an unselected token reaches neither the value nor (bool path) the gradients
+    target[0, 1] = float("nan")
+    c = loss_fn(pred, target, mask)
+    (gc,) = torch.autograd.grad(c, pred)
+    torch.testing.assert_close(c, a)
+    torch.testing.assert_close(gc, ga)
+
+
+def test_ce_bool_weight_selects_rows():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 4, 9), torch.randint(0, 9, (2, 4))
+    mask = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 1]]).bool()
+    ref = torch.nn.functional.cross_entropy(logits[mask], labels[mask])
+    torch.testing.assert_close(MaskedCrossEntropy()(logits, labels, mask), ref)
+    torch.testing.assert_close(MaskedCrossEntropy()(logits, labels, mask.float()), ref)
+
+
+def test_dropout_op_distribution_scale_and_gradient():
+    from maezoo.core.ops import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = dropout(x, 0.2, training=True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005  # 200k draws: std of the share ~0.0009
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.8))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # d(x * keep / (1-p)) / dx = keep / (1-p)
+    assert dropout(x, 0.2, training=False) is x and dropout(x, 0.0) is x
+    assert dropout(x, 1.0).abs().sum() == 0
+    with pytest.raises(ValueError, match="dropout probability"):
+        dropout(x, 1.5)

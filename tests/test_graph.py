@@ -265,3 +265,34 @@ def test_cora_short_pretrain_and_probe(tmp_path):
     model = load_model(run_dir / "model_seed0.safetensors")
     assert model.tokenizer.embed_dim == 1433
     assert not list(run_dir.glob(".*tmp*"))  # atomic writes left no temp files
+
+
+@pytest.mark.parametrize("masked_only", [True, False])
+def test_decoder_project_last_equals_gatconv(masked_only):
+    # the one-head GAT decoder evaluated as W (sum a x) + b is GATConv's function, values and gradients
+    torch.manual_seed(0)
+    data = tiny_graph(n=40, f=6)
+    model = small_model(f=6).eval()
+    torch.nn.init.normal_(model.decoder.conv.bias)
+    mask = model.sample_mask(data, generator=torch.Generator().manual_seed(5))
+    model.decoder.masked_only = masked_only
+    outs, grads = [], []
+    for project_last in (True, False):
+        model.decoder.project_last = project_last
+        out = model(data, mask=mask)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.loss, list(model.parameters()), allow_unused=True))
+    a, b = outs
+    torch.testing.assert_close(a.loss, b.loss, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(a.pred, b.pred, atol=1e-5, rtol=1e-5)
+    for x, y in zip(*grads):
+        assert (x is None) == (y is None) and (x is None or torch.allclose(x, y, atol=1e-5))
+
+
+def test_project_last_rejects_multi_head():
+    from torch_geometric.nn import GATConv
+
+    from maezoo.graph.models import gat_project_last
+
+    with pytest.raises(ValueError, match="one-head"):
+        gat_project_last(GATConv(4, 4, heads=2), torch.randn(3, 4), torch.tensor([[0, 1], [1, 2]]))

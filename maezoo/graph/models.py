@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from maezoo.core.losses import MaskedMSE, ScaledCosineError
 from maezoo.core.mae import MaskedAutoencoder
 from maezoo.core.masking import Mask, NodeMasking
+from maezoo.core.ops import dropout
 from maezoo.graph.tokenizer import GraphNodeTokenizer
 from maezoo.registry import register
 
@@ -107,7 +108,7 @@ class GATBlock(nn.Module):
         self.act = make_activation(activation)
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Tensor:
-        x = F.dropout(x, p=self.feat_drop, training=self.training)
+        x = dropout(x, self.feat_drop, self.training)
         return self.act(self.norm(self.conv(x, edge_index), batch))
 
 
@@ -182,8 +183,41 @@ class GINEncoder(nn.Module):
         x, ei, batch = _flatten(tokens, context)
         for conv in self.blocks:
             conv.nn.batch = batch
-            x = conv(F.dropout(x, p=self.feat_drop, training=self.training), ei)
+            x = conv(dropout(x, self.feat_drop, self.training), ei)
         return x.view(b, n, -1)
+
+
+def gat_project_last(conv: nn.Module, x: Tensor, edge_index: Tensor, rows: Tensor | None = None) -> Tensor:
+    """A one-head PyG ``GATConv`` (no residual) evaluated as ``W (sum_j a_ij x_j) + b``.
+
+    ``GATConv`` computes ``sum_j a_ij (W x_j) + b``. With one head the projection ``W`` commutes with the
+    attention-weighted sum, and the attention logits ``att_src . W x_j`` equal ``(W^T att_src) . x_j``, so
+    aggregating in the input width (512 for GraphMAE's decoder) and projecting afterwards is the same
+    function with the same parameters (``conv``'s own, so checkpoints stay ``GATConv``'s) and the same
+    gradients, up to float rounding. For the decoder, whose output is the input-feature width (1,433 on
+    Cora), this moves the per-edge gather/multiply/scatter from 1,433 to 512 values per edge; with
+    ``rows`` only those rows are projected (the loss reads only the hidden nodes).
+
+    Shapes:
+        x: ``[N, in]``; edge_index: ``[2, E]`` (source, target); rows: ``[R]`` node ids or ``None``
+        returns: ``[R, out]`` (or ``[N, out]`` when ``rows`` is ``None``)
+    """
+    from torch_geometric.utils import scatter, softmax
+
+    if conv.heads != 1 or conv.lin is None or getattr(conv, "res", None) is not None:
+        raise ValueError("gat_project_last needs a one-head GATConv with a shared projection and no residual")
+    n = x.shape[0]
+    w = conv.lin.weight  # [out, in]
+    a_src = conv.att_src.reshape(1, -1) @ w  # [1, in]
+    a_dst = conv.att_dst.reshape(1, -1) @ w
+    src, dst = edge_index[0], edge_index[1]
+    logit = (x @ a_src.t()).squeeze(-1)[src] + (x @ a_dst.t()).squeeze(-1)[dst]  # [E]
+    alpha = softmax(F.leaky_relu(logit, conv.negative_slope), dst, num_nodes=n)
+    alpha = F.dropout(alpha, p=conv.dropout, training=conv.training)
+    agg = scatter(alpha.unsqueeze(-1) * x[src], dst, dim=0, dim_size=n, reduce="sum")  # [N, in]
+    if rows is not None:
+        agg = agg[rows]
+    return F.linear(agg, w, conv.bias)
 
 
 @register("decoder", "gnn")
@@ -192,7 +226,8 @@ class GNNDecoder(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, conv: str = "gat", heads: int = 1, feat_drop: float = 0.2,
                  attn_drop: float = 0.1, negative_slope: float = 0.2, norm: str | None = None,
-                 activation: str = "prelu", remask: bool = True, masked_only: bool = True) -> None:
+                 activation: str = "prelu", remask: bool = True, masked_only: bool = True,
+                 project_last: bool = True) -> None:
         super().__init__()
         from torch_geometric.nn import GATConv, GINConv
 
@@ -201,6 +236,8 @@ class GNNDecoder(nn.Module):
         #: gradients, and halves the decoder's cost at mask ratio 0.5. Visible rows of ``pred`` then hold
         #: the layer's output without messages (bias only for GAT) and carry no meaning.
         self.masked_only = masked_only
+        #: one-head GAT evaluated as projection after aggregation (:func:`gat_project_last`); same function
+        self.project_last = project_last
         self.encoder_to_decoder = nn.Linear(in_dim, in_dim, bias=False)
         if conv == "gat":
             if out_dim % heads:
@@ -219,9 +256,18 @@ class GNNDecoder(nn.Module):
         if self.remask:
             x = x.masked_fill(mask.mask.unsqueeze(-1), 0.0)
         x, ei, batch = _flatten(x, context)
-        if self.masked_only and self.kind == "gat" and bool(mask.mask.any()):
-            ei = ei[:, mask.mask.reshape(-1)[ei[1]]]
-        x = F.dropout(x, p=self.feat_drop, training=self.training)
+        hidden = mask.mask.reshape(-1)
+        restrict = self.masked_only and self.kind == "gat" and bool(hidden.any())
+        if restrict:
+            ei = ei[:, hidden[ei[1]]]
+        x = dropout(x, self.feat_drop, self.training)
+        if self.kind == "gat" and self.project_last and self.conv.heads == 1:
+            if not restrict:
+                return gat_project_last(self.conv, x, ei).view(b, n, -1)
+            rows = hidden.nonzero().squeeze(-1)
+            out = gat_project_last(self.conv, x, ei, rows)  # [M, out]
+            full = self.conv.bias.expand(b * n, -1) if self.conv.bias is not None else out.new_zeros(b * n, out.shape[-1])
+            return full.index_copy(0, rows, out).view(b, n, -1)
         if self.kind == "gin":
             self.conv.nn.batch = batch
         return self.conv(x, ei).view(b, n, -1)
