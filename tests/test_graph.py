@@ -214,7 +214,28 @@ def test_recipes_validate():
         assert text.startswith(f"# maezoo run graph/{name}")
         raw = yaml.safe_load(text)
         assert raw.pop("system") == "graphmae"
-        from_dict(cls.Config, raw)
+        cfg = from_dict(cls.Config, raw)
+        for ds in cfg.data.names:
+            cfg.for_dataset(ds)
+
+
+def test_per_dataset_settings_merge_and_fail_clearly():
+    from maezoo.config import merge, parse_overrides
+
+    cls = get("system", "graphmae")
+    raw = {"data": {"kind": "tu", "names": ["MUTAG", "PROTEINS"]}, "model": {"hidden": 512, "num_layers": 2},
+           "per_dataset": {"MUTAG": {"model": {"hidden": 32}, "train": {"epochs": 20}}}}
+    raw = merge(raw, parse_overrides(["per_dataset.MUTAG.model.num_layers=5"]))
+    cfg = from_dict(cls.Config, raw)
+    mutag, proteins = cfg.for_dataset("MUTAG"), cfg.for_dataset("PROTEINS")
+    assert (mutag.model.hidden, mutag.model.num_layers, mutag.train.epochs) == (32, 5, 20)
+    assert proteins is cfg and proteins.model.hidden == 512
+    bad = from_dict(cls.Config, {"per_dataset": {"MUTAG": {"model": {"hiden": 32}}}})
+    with pytest.raises(ConfigError, match="per_dataset.MUTAG.model"):
+        bad.for_dataset("MUTAG")
+    bad = from_dict(cls.Config, {"per_dataset": {"MUTAG": {"data": {"names": ["X"]}}}})
+    with pytest.raises(ConfigError, match="data.names"):
+        bad.for_dataset("MUTAG")
 
 
 @needs_tu

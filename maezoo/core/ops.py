@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from torch import Tensor
 import torch
+from torch import Tensor
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:

@@ -266,7 +266,8 @@ class GNNDecoder(nn.Module):
                 return gat_project_last(self.conv, x, ei).view(b, n, -1)
             rows = hidden.nonzero().squeeze(-1)
             out = gat_project_last(self.conv, x, ei, rows)  # [M, out]
-            full = self.conv.bias.expand(b * n, -1) if self.conv.bias is not None else out.new_zeros(b * n, out.shape[-1])
+            full = (self.conv.bias.to(out.dtype).expand(b * n, -1) if self.conv.bias is not None
+                    else out.new_zeros(b * n, out.shape[-1]))
             return full.index_copy(0, rows, out).view(b, n, -1)
         if self.kind == "gin":
             self.conv.nn.batch = batch
