@@ -25,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
+
+from maezoo.graph.data import extract_tu_zip
 
 REPO = Path(__file__).resolve().parents[1]
 TU = REPO.parent / "shared" / "data" / "tu"
@@ -47,11 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "graphmae_official"
         shutil.copytree(args.official.resolve(), root, ignore=shutil.ignore_patterns(".git", "chem", "imgs"))
-        with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(Path(tmp) / "unzip")
-        raw = next((Path(tmp) / "unzip").rglob(f"{name}_A.txt")).parent
-        (root / "data" / name).mkdir(parents=True)
-        shutil.move(str(raw), root / "data" / name / "raw")
+        extract_tu_zip(zip_path, name, root / "data" / name / "raw")
         cmd = [sys.executable, "main_graph.py", "--dataset", name, "--use_cfg", "--seeds",
                *map(str, args.seeds), "--device", "-1"]
         t0 = time.perf_counter()

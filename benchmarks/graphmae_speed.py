@@ -98,10 +98,7 @@ def time_maezoo(warmup: int, epochs: int, overrides: dict, work: Path) -> dict:
     sys_ = GraphMAESystem()
     model = sys_._build(cfg, data.num_features)
     # the schedule is that of the full run (cfg.train.epochs), as in the official run; only `total` are done
-    full = cfg.train.epochs
     log_path = work / f"metrics-{time.time_ns()}.jsonl"
-    cfg_short = cfg
-    orig = cfg_short.train.epochs
 
     class _Stop(Exception):
         pass
@@ -113,13 +110,12 @@ def time_maezoo(warmup: int, epochs: int, overrides: dict, work: Path) -> dict:
                 raise _Stop
 
     try:
-        sys_._pretrain(cfg_short, model, lambda e, g: [data], 0, _Log(log_path), "Cora")
+        sys_._pretrain(cfg, model, lambda e, g: [data], 0, _Log(log_path), "Cora")
     except _Stop:
         pass
     rows = [json.loads(x) for x in log_path.read_text().splitlines()]
     t = {r["epoch"]: r["time_s"] for r in rows}
     a, b = warmup - 1, total - 1
-    assert orig == full
     return {"epochs_timed": b - a, "seconds": t[b] - t[a], "epochs_per_s": (b - a) / (t[b] - t[a]),
             "last_loss": rows[-1]["loss"], "train": {k: getattr(cfg.train, k) for k in ("bf16", "decode_masked_only", "epochs")}}
 
@@ -128,7 +124,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("official", type=Path, help="checkout of THUDM/GraphMAE branch pyg (not modified)")
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=4, help="rounds, each timing both (order alternates)")
     ap.add_argument("--bf16", action="store_true", help="maezoo with bf16 autocast")
     ap.add_argument("--no-masked-only", action="store_true", help="maezoo decoder passes messages to all nodes")

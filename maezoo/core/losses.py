@@ -26,12 +26,13 @@ def select_rows(pred: Tensor, target: Tensor, weight: Tensor) -> tuple[Tensor, T
 
     Scoring only the selected tokens is the same loss and the same gradients, and skips the work on the
     unselected ones (half of a GraphMAE graph's nodes, a quarter of an MAE image's tokens when the decoder
-    predicts every token). It costs one host sync (the count of selected tokens). Float weights are
-    returned unchanged.
+    predicts every token). It costs one host sync (boolean indexing must learn the count of selected
+    tokens). Float weights are returned unchanged.
     """
     if weight.dtype != torch.bool:
         return pred, target, weight
-    return pred[weight], target[weight], weight.new_ones(int(weight.sum()))
+    picked = pred[weight]
+    return picked, target[weight], weight.new_ones(picked.shape[0])
 
 
 def masked_mean(per_token: Tensor, weight: Tensor) -> Tensor:

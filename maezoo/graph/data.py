@@ -66,7 +66,7 @@ def load_planetoid(name: str = "Cora", root: str | Path | None = None, source: s
     return data
 
 
-def _extract_tu_zip(zip_path: Path, name: str, raw: Path) -> None:
+def extract_tu_zip(zip_path: Path, name: str, raw: Path) -> None:
     """Unpack ``NAME.zip`` (holding ``NAME/NAME_*.txt``) into ``raw`` via a temporary folder."""
     raw.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=raw.parent, prefix=".tmp-"))
@@ -109,7 +109,7 @@ def load_tu(name: str, root: str | Path | None = None, source: str | Path | None
     if not raw.is_dir():
         for cand in ([Path(source)] if source else []) + [shared_data_dir() / "tu"]:
             if (cand / f"{name}.zip").is_file():
-                _extract_tu_zip(cand / f"{name}.zip", name, raw)
+                extract_tu_zip(cand / f"{name}.zip", name, raw)
                 break
             if (cand / name / "raw").is_dir():
                 _copy_tree(cand / name / "raw", raw)
