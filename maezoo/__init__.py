@@ -20,17 +20,18 @@ from maezoo import (
     graph,  # noqa: E402,F401  (registers the graph modality; imports torch_geometric lazily)
     image,  # noqa: E402,F401  (registers the image modality)
     registry,
+    systems,  # noqa: E402,F401  (registers the `mae` system)
 )
-from maezoo.engine import mae_system  # noqa: E402,F401  (registers the `mae` system)
+from maezoo import eval as _eval  # noqa: E402,F401  (registers metrics, heads and protocols)
 from maezoo.registry import RegistryError, build, get, names, register
 
 
-def create(kind: str, name: str, **kwargs: Any) -> Any:
+def create(kind: str, name: str, /, **kwargs: Any) -> Any:
     """Build a registered component (``kind`` in ``maezoo.registry.KINDS``) by name."""
     return build(kind, name, **kwargs)
 
 
-def create_model(name: str, **kwargs: Any) -> Any:
+def create_model(name: str, /, **kwargs: Any) -> Any:
     return build("model", name, **kwargs)
 
 

@@ -2,6 +2,7 @@
 
     maezoo list                               recipes and every registered component
     maezoo run RECIPE [key=value ...]         run a recipe (stage=NAME checkpoint=PATH run one stage)
+    maezoo run RECIPE --print-config          the fully resolved recipe, every default included
     maezoo resume RUN_DIR                     continue an interrupted run exactly
     maezoo visualize RUN_DIR_OR_CHECKPOINT    reconstruction PNG of held-out samples
     maezoo table RESULTS.json ...             one cross-modality Markdown table
@@ -19,42 +20,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from maezoo.config import (
-    ConfigError,
-    from_dict,
-    list_recipes,
-    load_yaml,
-    merge,
-    parse_overrides,
-    resolve_recipe,
-    to_dict,
-)
+from maezoo.config import ConfigError, list_recipes
 
 RUN_META = "recipe.json"
-
-
-def _load_system_config(recipe: str, overrides: list[str]) -> tuple[str, Any, Any, dict, dict]:
-    path = resolve_recipe(recipe)
-    raw = load_yaml(path)
-    special = {}
-    rest = []
-    for o in overrides:
-        key = o.split("=", 1)[0]
-        if key in ("stage", "checkpoint"):
-            special[key] = o.split("=", 1)[1] if "=" in o else ""
-        else:
-            rest.append(o)
-    raw = merge(raw, parse_overrides(rest))
-    system_name = raw.pop("system", None)
-    if not system_name:
-        raise ConfigError(f"{path}: a recipe must name its `system` (e.g. `system: mae`)")
-    import maezoo
-
-    system_cls = maezoo.get("system", system_name)
-    cfg = from_dict(system_cls.Config, raw)
-    return system_name, system_cls, cfg, special, {"system": system_name, **to_dict(cfg)}
 
 
 def _default_run_dir(recipe: str) -> Path:
@@ -67,26 +36,35 @@ def _default_run_dir(recipe: str) -> Path:
     return Path("runs") / Path(recipe).with_suffix("").as_posix().replace("/", "_") / stamp
 
 
-def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool = False) -> int:
+def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool = False,
+            print_config: bool = False) -> int:
     from maezoo.engine.logging import write_provenance
-    from maezoo.engine.system import RunContext
-    from maezoo.results import write_results
+    from maezoo.systems.runner import load_recipe, run_recipe
 
-    system_name, system_cls, cfg, special, resolved = _load_system_config(recipe, overrides)
+    loaded = load_recipe(recipe, overrides)  # every variant validated before anything is written
+    if print_config:
+        import yaml
+
+        docs = loaded.resolved()
+        print(yaml.safe_dump_all(docs, sort_keys=False) if len(docs) > 1 else yaml.safe_dump(docs[0], sort_keys=False), end="")
+        return 0
     rd = Path(run_dir) if run_dir else _default_run_dir(recipe)
-    rd.mkdir(parents=True, exist_ok=True)
     main = int(os.environ.get("RANK", "0")) == 0
+    if resume and not rd.is_dir():
+        raise ConfigError(f"nothing to resume: {rd} does not exist")
+    rd.mkdir(parents=True, exist_ok=True)
+    resolved = loaded.resolved()
     if main and not resume:
-        write_provenance(rd, resolved)
+        write_provenance(rd, resolved[0] if len(resolved) == 1 else {"variants": resolved})
         (rd / RUN_META).write_text(json.dumps({"recipe": recipe, "overrides": overrides}, indent=2))
-    ctx = RunContext(run_dir=rd, recipe=recipe, stage=special.get("stage") or None,
-                     checkpoint=Path(special["checkpoint"]) if special.get("checkpoint") else None, resume=resume)
     if main:
-        print(f"maezoo: {recipe} ({system_name}) -> {rd}", flush=True)
+        print(f"maezoo: {recipe} ({loaded.system_name}) -> {rd}", flush=True)
     t0 = time.perf_counter()
-    results = system_cls().run(cfg, ctx)
+    results = run_recipe(loaded, rd, resume=resume)
     if main and results:
-        name = "results.json" if not ctx.stage else f"results_{ctx.stage}.json"
+        from maezoo.results import write_results
+
+        name = "results.json" if not loaded.stage else f"results_{loaded.stage}.json"
         write_results(rd / name, results, recipe=recipe)
         print(_table(results))
         print(f"wrote {rd / name}  ({time.perf_counter() - t0:.1f}s)")
@@ -94,11 +72,12 @@ def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool
 
 
 def _table(results) -> str:
-    lines = ["| protocol | init | metric | value | steps | wall s |", "|---|---|---|---|---|---|"]
+    lines = ["| dataset | protocol | init | metric | value | seeds | steps | wall s |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         steps = "" if r.steps is None else r.steps
         wall = "" if r.wall_time_s is None else f"{r.wall_time_s:.1f}"
-        lines.append(f"| {r.protocol} | {r.init} | {r.metric} | {r.value:.2f} | {steps} | {wall} |")
+        value = f"{r.value:.2f} ± {r.std:.2f}" if len(r.values) > 1 else f"{r.value:.2f}"
+        lines.append(f"| {r.dataset} | {r.protocol} | {r.init} | {r.metric} | {value} | {len(r.seeds)} | {steps} | {wall} |")
     return "\n".join(lines)
 
 
@@ -112,21 +91,29 @@ def cmd_resume(run_dir: str) -> int:
 
 
 def cmd_visualize(target: str, out: str | None, num: int, seed: int) -> int:
+    """Figure of a run (or of one of its checkpoints): reconstructions for images, embeddings for graphs."""
     import maezoo
     from maezoo.engine.checkpoint import load_model, resolve_weights
+    from maezoo.systems.runner import load_recipe
 
     path = Path(target)
+    run_dir = next((p for p in [path, *path.parents] if (p / RUN_META).is_file()), None)
+    if run_dir is None:
+        raise ConfigError(f"cannot find the run's {RUN_META} at or above {path}; visualize a run folder or one of its checkpoints")
+    if path == run_dir and not (path / "model.safetensors").is_file():  # several datasets or seeds: the first leaf
+        leaves = sorted(p.parent for p in run_dir.rglob("model.safetensors") if "checkpoints" not in p.parts)
+        path = leaves[0] if leaves else path
     folder = resolve_weights(path).parent
-    model, spec = load_model(folder)
-    run_dir = folder if (folder / RUN_META).is_file() else folder.parent.parent
-    if not (run_dir / RUN_META).is_file():
-        raise ConfigError(f"cannot find the run's recipe next to {folder}; visualize a run folder or one of its checkpoints")
+    model, _ = load_model(folder)
     m = json.loads((run_dir / RUN_META).read_text())
-    _, _, cfg, _, _ = _load_system_config(m["recipe"], m["overrides"])
-    ds = maezoo.build("dataset", cfg.data.name, **{**cfg.data.args, "split": "test", "transform": "eval"})
+    loaded = load_recipe(m["recipe"], m["overrides"])
+    rel = folder.relative_to(run_dir).parts
+    variant = next((v for v in loaded.variants if v.label and v.label in rel), loaded.variants[0])
+    data = variant.cfg.data
+    ds = maezoo.build("dataset", data.name, **{**data.args, "split": "test", "transform": "eval"})
     tok = maezoo.registry.name_of("tokenizer", type(model.tokenizer))
     viz = maezoo.get("visualizer", tok or "?")
-    dest = Path(out) if out else run_dir / f"reconstructions_{folder.name}.png"
+    dest = Path(out) if out else folder / f"figure_{folder.name}.png"
     viz(model, ds, dest, num=num, seed=seed)
     print(f"wrote {dest}")
     return 0
@@ -157,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("recipe")
     r.add_argument("overrides", nargs="*", help="key=value (e.g. trainer.max_steps=200, stage=linprobe checkpoint=DIR)")
     r.add_argument("--run-dir", default=None)
+    r.add_argument("--print-config", action="store_true", help="print the fully resolved recipe (every default) and exit")
     s = sub.add_parser("resume", help="continue an interrupted run")
     s.add_argument("run_dir")
     v = sub.add_parser("visualize", help="reconstruction PNG of held-out samples")
@@ -173,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from maezoo.engine.trainer import BadDataError, NonFiniteLossError
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may come after options such as --run-dir
@@ -184,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return cmd_list()
         if args.command == "run":
-            return cmd_run(args.recipe, args.overrides, args.run_dir)
+            return cmd_run(args.recipe, args.overrides, args.run_dir, print_config=args.print_config)
         if args.command == "resume":
             return cmd_resume(args.run_dir)
         if args.command == "visualize":
@@ -196,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return cmd_demo(args.run_dir, args.overrides)
-    except (ConfigError, FileNotFoundError, KeyError, TypeError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, KeyError, TypeError, ValueError, NonFiniteLossError, BadDataError) as exc:
         # user errors: one clear line, no traceback (set MAEZOO_DEBUG=1 for the trace)
         if os.environ.get("MAEZOO_DEBUG"):
             raise

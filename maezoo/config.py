@@ -5,10 +5,21 @@ run code (YAML is read with ``safe_load`` and components are looked up by regist
 Unknown keys fail with the valid ones listed.
 
 The first comment lines of each recipe carry the exact command that runs it.
+
+Every key has a declared type (the dataclass annotation) and, where it has one, a range (:func:`option`'s
+``ge``/``gt``/``le``/``lt``/``choices`` in the field metadata); :func:`from_dict` checks both before any work
+starts and names the key, the value and what is allowed. Numbers written as ``1e-4`` (which YAML reads as a
+string) are read as numbers wherever a number is expected.
+
+Overrides: ``a.b=3`` sets one key; ``a.b={x: 1}`` replaces the whole mapping ``a.b`` (it does not merge).
+
+Per-dataset settings (:func:`expand_datasets`): a recipe may list ``datasets: [A, B]``; it then runs once per
+entry, with ``data.args.name`` set to the entry and ``per_dataset.<entry>`` merged over the recipe.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -53,9 +64,9 @@ def resolve_recipe(name_or_path: str) -> Path:
     raise ConfigError(f"unknown recipe {name_or_path!r}; known recipes: {', '.join(list_recipes())} (or a path to a .yaml file)")
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["a.b=3", "c=[1,2]"]`` -> nested dict; values parsed as YAML scalars/lists."""
-    out: dict[str, Any] = {}
+def parse_overrides(items: list[str]) -> list[tuple[list[str], Any]]:
+    """``["a.b=3", "c=[1,2]"]`` -> ``[(["a", "b"], 3), (["c"], [1, 2])]``; values parsed as YAML."""
+    out = []
     for item in items:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. trainer.max_steps=200)")
@@ -64,13 +75,61 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
-        node = out
         parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key part; write e.g. trainer.max_steps=200")
+        out.append((parts, value))
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """``raw`` with each ``key=value`` set in order; a mapping value replaces the whole mapping at ``key``."""
+    out = copy.deepcopy(raw)
+    for parts, value in parse_overrides(items):
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is {nxt!r}, not a mapping")
+            node = nxt
         node[parts[-1]] = value
+    return out
+
+
+def expand_datasets(raw: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    """One recipe per entry of ``datasets`` (``[(None, raw)]`` when it has none).
+
+    For entry ``A``: ``data.args.name = A``, then ``per_dataset.A`` (a mapping of the recipe's own sections)
+    merged over the recipe; ``datasets`` and ``per_dataset`` are removed from each result. Entries of
+    ``per_dataset`` for datasets not listed are unused.
+    """
+    raw = dict(raw)
+    names = raw.pop("datasets", None)
+    per = raw.pop("per_dataset", None) or {}
+    if not isinstance(per, dict):
+        raise ConfigError(f"per_dataset must map dataset names to settings, got {per!r}")
+    if names is None:
+        if per:
+            raise ConfigError("per_dataset needs a `datasets:` list naming the datasets it applies to")
+        return [(None, raw)]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"datasets must be a non-empty list of dataset names, got {names!r}")
+    out = []
+    for name in names:
+        entry = per.get(name) or {}
+        if not isinstance(entry, dict):
+            raise ConfigError(f"per_dataset.{name} must be a mapping of recipe sections, got {entry!r}")
+        if "datasets" in entry or "per_dataset" in entry:
+            raise ConfigError(f"per_dataset.{name} may not set datasets or per_dataset")
+        r = copy.deepcopy(raw)
+        data = r.setdefault("data", {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"data must be a mapping, got {data!r}")
+        data.setdefault("args", {})
+        data["args"] = {**(data["args"] or {}), "name": name}
+        out.append((name, merge(r, copy.deepcopy(entry))))
     return out
 
 
@@ -92,6 +151,28 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def option(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None, default_factory: Any = dataclasses.MISSING,
+           doc: str = "") -> Any:
+    """A dataclass field with a declared range, checked by :func:`from_dict` (``ge <= v``, ``gt < v`` ...)."""
+    meta = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}.items() if v not in (None, "")}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str, shown: Any = None) -> None:
+    m = f.metadata
+    if not m or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
+              ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
+    for name, _, ok in bounds:
+        if name in m and not ok(value, m[name]):
+            allowed = " and ".join(f"{s} {m[n]}" for n, s, _ in bounds if n in m)
+            raise ConfigError(f"{key}={shown if shown is not None else value!r} is out of range: it must be {allowed}")
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, recursing into nested dataclasses and checking types."""
     data = dict(data or {})
@@ -103,8 +184,15 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)}{where}; valid keys: {', '.join(fields)}")
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{path}.{name}" if path else name)
-    return cls(**kwargs)
+        key = f"{path}.{name}" if path else name
+        kwargs[name] = _coerce(hints[name], value, key)
+        _check_range(fields[name], kwargs[name], key, value)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # a __post_init__ check
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{path or cls.__name__}: {exc}") from None
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -141,12 +229,41 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return dict(value)
     if tp is Any:
         return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if tp is float:
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key} must be a number, got {value!r}") from None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value != value:  # NaN
+                raise ConfigError(f"{key} must be a number, got nan")
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
     if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}")
+        what = {"int": "a whole number", "str": "a string", "bool": "true or false"}[tp.__name__]
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
     return value
 
 
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def describe(cls: type) -> dict[str, str]:
+    """``{key: "type (range)  doc"}`` for every field of a config dataclass (for docs and errors)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        rng = ", ".join(f"{k} {v}" for k, v in f.metadata.items() if k != "doc")
+        out[f.name] = f"{_type_name(hints[f.name])}{f' ({rng})' if rng else ''}"
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")

@@ -37,6 +37,7 @@ KINDS = (
     "head",  # downstream heads
     "metric",  # downstream metrics (top-1, mAP, MSE, ...)
     "dataset",  # dataset builders used by recipes
+    "protocol",  # downstream protocols: (model, data, settings, env) -> ProtocolOutput (knn, linprobe, svm, ...)
     "system",  # what `maezoo run` executes for a recipe (pre-training + stages)
     "visualizer",  # per-tokenizer reconstruction figures, keyed by the tokenizer's registered name
 )
@@ -135,7 +136,7 @@ def get(kind: str, name: str) -> Any:
     return _REGISTRY[kind][name]
 
 
-def build(kind: str, name: str, **kwargs: Any) -> Any:
+def build(kind: str, name: str, /, **kwargs: Any) -> Any:
     """Call the registered factory with ``kwargs``, failing clearly on unknown arguments."""
     factory = get(kind, name)
     check_kwargs(factory, kwargs, f"{kind} {name!r}")

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 import maezoo
-from maezoo.engine.optim import cosine_lr, param_groups, scaled_lr
 from maezoo.engine.trainer import BadDataError, NonFiniteLossError, StepBatchSampler, Trainer, TrainerConfig
+from maezoo.optim import cosine_lr, param_groups, scaled_lr
 
 TINY = [
     "stages=[pretrain]", "visualize=0", "model.args.embed_dim=32", "model.args.depth=2", "model.args.num_heads=2",
@@ -49,8 +49,9 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
     assert not diff, f"weights differ: {dict(list(diff.items())[:5])}"
 
 
-def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
-    steps = ["trainer.max_steps=60", "trainer.ckpt_every=10"]
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, workers):
+    steps = ["trainer.max_steps=60", "trainer.ckpt_every=10", f"trainer.num_workers={workers}"]
     ref = tmp_path / "ref"
     r = _run(["run", "image/mae_digits_demo", *TINY, *steps, "--run-dir", str(ref)])
     assert r.returncode == 0, r.stderr
@@ -74,7 +75,90 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     assert r.returncode == 0, r.stderr
     summary = json.loads((run / "pretrain_summary.json").read_text())
     assert summary["resumed_from"] >= killed_at and summary["steps"] == 60
+    assert summary["steps_this_process"] == 60 - summary["resumed_from"]
+    assert summary["total_wall_time_s"] > summary["wall_time_s"]  # the killed process's time is counted too
     _assert_same(_weights(ref / "model.safetensors"), _weights(run / "model.safetensors"))
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ref_steps = [json.loads(x)["step"] for x in (ref / "metrics.jsonl").read_text().splitlines()]
+    assert steps == ref_steps, "the log holds each step once, as an uninterrupted run's"
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    from maezoo.cli import main
+
+    run = tmp_path / "run"
+    args = ["run", "image/mae_digits_demo", *TINY, "trainer.max_steps=30", "trainer.ckpt_every=10",
+            "trainer.keep_last=3", "--run-dir", str(run)]
+    assert main([*args, "trainer.stop_after=20"]) == 0
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000020"
+    weights = run / "checkpoints" / "step_00000020" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
+    capsys.readouterr()
+    assert main(["resume", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert "step_00000020 is damaged" in err and "resuming from step_00000010 instead" in err
+    assert json.loads((run / "pretrain_summary.json").read_text())["resumed_from"] == 10
+    ref = tmp_path / "ref"
+    assert main(["run", "image/mae_digits_demo", *TINY, "trainer.max_steps=30", "trainer.ckpt_every=10",
+                 "--run-dir", str(ref)]) == 0
+    _assert_same(_weights(ref / "model.safetensors"), _weights(run / "model.safetensors"))
+
+
+def test_accumulation_equals_one_double_batch(tmp_path):
+    def fit(bs: int, accum: int) -> torch.Tensor:
+        cfg = TrainerConfig(max_steps=6, batch_size=bs, accum_steps=accum, num_workers=0, progress=False,
+                            precision="fp32", warmup_steps=0, lr=0.05, threads=1)
+        model = _Lin()
+        Trainer(cfg, seed=1).fit(model, _Points(64), tmp_path / f"{bs}x{accum}", {"name": "x"})
+        return model.w.detach().clone()
+
+    one, two = fit(16, 1), fit(8, 2)
+    assert not torch.equal(one, torch.ones(2))  # it trained
+    torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-6)
+
+
+def test_epochs_schedules_and_adam_for_every_modality(tmp_path):
+    from maezoo.optim import schedule_lr
+
+    cfg = TrainerConfig(max_steps=None, epochs=3, batch_size=5, drop_last=False, shuffle=False, optimizer="adam",
+                        decay="all", schedule="epoch_cosine", lr=0.1, warmup_steps=0, num_workers=0, progress=False,
+                        precision="fp32", threads=1)
+    t = Trainer(cfg)
+    assert t.plan(12) == (9, 3, 0)  # 12 samples in batches of 5, last partial batch kept: 3 steps per epoch
+    s = t.fit(_Lin(), _Points(12), tmp_path, {"name": "x"})
+    assert s.steps == 9 and s.seen_samples == 45
+    lrs = [json.loads(x)["train/lr"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [schedule_lr("epoch_cosine", k, 9, 0.1, 0, 0.0, 3) for k in (0, 3, 6)] == pytest.approx([0.1, 0.075, 0.025])
+    assert lrs[-1] == pytest.approx(0.025)  # GraphMAE's (1 + cos(pi * e / E)) / 2 for the last epoch
+    assert schedule_lr("constant", 7, 9, 0.1) == 0.1
+
+
+def test_auto_precision_and_threads_are_chosen_and_reported(tmp_path, monkeypatch):
+    from maezoo import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert runtime.resolve_precision("auto", "cpu") == "fp32"  # AVX2-only: bf16 would be emulated
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert runtime.resolve_precision("auto", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="fp16 is for GPUs"):
+        runtime.resolve_precision("fp16", "cpu")
+    monkeypatch.setattr(runtime, "free_cores", lambda sample_s=0.2: 1)
+    assert runtime.resolve_threads("auto", 10**9) == 1  # one core free: one thread, whatever the model
+    monkeypatch.setattr(runtime, "free_cores", lambda sample_s=0.2: 2)
+    slow_on_two = {1: 0.01, 2: 0.05}
+    monkeypatch.setattr(runtime, "time_threads", lambda step, n, repeats=3: slow_on_two[n])
+    assert runtime.resolve_threads("auto", 10**9, probe=lambda: None) == 1  # threads wait on each other
+    monkeypatch.setattr(runtime, "time_threads", lambda step, n, repeats=3: {1: 0.05, 2: 0.026}[n])
+    assert runtime.resolve_threads("auto", 10, probe=lambda: None) == 2
+    assert runtime.resolve_threads(3) == 3
+    cfg = TrainerConfig(max_steps=2, batch_size=4, num_workers=0, progress=False, warmup_steps=0)
+    try:
+        s = Trainer(cfg).fit(_Lin(), _Points(16), tmp_path, {"name": "x"})
+    finally:
+        torch.set_num_threads(1)
+    env = json.loads((tmp_path / "env.json").read_text())["runtime"]
+    assert env["precision"] == s.precision == "bf16" and env["precision_setting"] == "auto"
+    assert env["threads"] == s.threads == 2 and env["threads_setting"] == "auto"
 
 
 def test_sigterm_writes_checkpoint(tmp_path):
@@ -178,6 +262,19 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path):
                               warmup_steps=0, nonfinite="skip"))
     s = t.fit(_NaNModel(), _Flaky(0), tmp_path / "skip", {"name": "x"})
     assert s.skipped_steps == 3
+
+
+class _Points(torch.utils.data.Dataset):
+    """Deterministic 2-D points (no randomness, so batch composition is all that differs between runs)."""
+
+    def __init__(self, n: int) -> None:
+        self.x = torch.linspace(-1, 1, 2 * n).view(n, 2)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
 
 
 class _Lin(torch.nn.Module):

@@ -4,9 +4,13 @@ add fixed position embeddings for the token grid and predict each token's target
 Parameter names follow the official MAE's ``decoder_*`` (``embed``, ``mask_token``, ``blocks``, ``norm``,
 ``pred``).
 
+With decoder masking (``mask.ids_target`` set, VideoMAE V2) the decoder input is the visible tokens
+plus mask tokens at the ``K`` selected hidden positions only (the other hidden tokens are left out), and
+only those ``K`` are predicted.
+
 Shapes:
     latent: ``[B, P + N_vis, D_enc]`` (drop mode) or ``[B, P + N, D_enc]`` (replace mode)
-    returns: ``[B, N, out_dim]``
+    returns: ``[B, N, out_dim]``; ``[B, K, out_dim]`` aligned with ``mask.ids_target`` when it is set
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from maezoo.core.encoder import _norm, init_mae_weights
-from maezoo.core.masking import Mask, unshuffle
+from maezoo.core.masking import Mask, gather_tokens, unshuffle
 from maezoo.core.pos_embed import sincos_pos_embed
 from maezoo.registry import register
 
@@ -58,6 +62,8 @@ class TransformerDecoder(nn.Module):
                 f"decoder got {x.shape[1]} latent tokens after {p} prefix token(s); expected {mask.num_visible} "
                 f"(visible, drop mode) or {n} (all, replace mode) for grid {tuple(grid)}; check num_prefix_tokens"
             )
+        if mask.ids_target is not None:
+            return self._forward_targets(prefix, x, mask, grid)
         if x.shape[1] == mask.num_visible and mask.num_visible != n:
             x = unshuffle(x, mask, self.mask_token.view(-1))
         elif self.remask:
@@ -67,3 +73,22 @@ class TransformerDecoder(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         return self.pred(self.norm(x))[:, p:]
+
+    def _forward_targets(self, prefix: Tensor, x: Tensor, mask: Mask, grid: tuple[int, ...]) -> Tensor:
+        """VideoMAE V2: decode visible tokens + mask tokens at ``mask.ids_target``; predict those ``K`` only.
+
+        Shapes:
+            prefix: ``[B, P, dim]``; x: ``[B, N_vis, dim]`` (drop) or ``[B, N, dim]`` (replace)
+            returns: ``[B, K, out_dim]``
+        """
+        n, ids_t = mask.mask.shape[1], mask.ids_target
+        pe = sincos_pos_embed(x.shape[-1], grid).to(x.device, x.dtype)  # [N, dim]
+        vis = gather_tokens(x, mask.ids_keep) if x.shape[1] == n else x
+        if x.shape[1] == n and not self.remask:
+            tgt = gather_tokens(x, ids_t)
+        else:
+            tgt = self.mask_token.to(x.dtype).expand(x.shape[0], ids_t.shape[1], -1)
+        seq = torch.cat([prefix, vis + pe[mask.ids_keep], tgt + pe[ids_t]], dim=1)
+        for blk in self.blocks:
+            seq = blk(seq)
+        return self.pred(self.norm(seq[:, seq.shape[1] - ids_t.shape[1]:]))

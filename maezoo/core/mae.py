@@ -3,31 +3,56 @@
 Two ways to handle hidden tokens (``mask_mode``):
     ``"drop"``: hidden tokens are removed before the encoder (MAE, VideoMAE, Audio-MAE, TSFormer);
         the encoder sees ``N_vis`` tokens, the decoder puts mask tokens back.
-    ``"replace"``: hidden tokens are replaced by a learned mask token and the encoder sees all ``N``
-        (SimMIM, GraphMAE, BERT, PatchTST). ``replace_rate`` of the hidden tokens get a random other
-        token instead (GraphMAE's random substitution, BERT's 10%). Encoders that need every position
-        but handle the mask themselves (ConvMAE's masked convolutions) set ``consumes_mask = True`` and
-        receive the mask in ``context["mask"]``.
+    ``"replace"``: hidden tokens are replaced and the encoder sees all ``N`` (SimMIM, GraphMAE, BERT,
+        PatchTST). A :class:`~maezoo.core.masking.ReplaceRule` sets the shares of mask token / random
+        other token / unchanged (BERT: 80/10/10); ``replace_rate=r`` is GraphMAE's ``ReplaceRule(1 - r, r, 0)``.
+        Encoders that need every position but handle the mask themselves (ConvMAE's masked convolutions)
+        set ``consumes_mask = True`` and receive the mask in ``context["mask"]``.
+
+Hooks (all off by default, so the default forward is the plain MAE):
+    ``decoder_masking``: among the hidden tokens, the subset the decoder reconstructs and the loss scores
+        (VideoMAE V2); ``MAEOutput.pred``/``target`` are then ``[B', K, P]`` on ``mask.ids_target``.
+    ``target``: a name, ``{"name": ..., "args": {...}}`` or a callable (:func:`~maezoo.core.targets.resolve_target`).
+    Token batch ``B'`` may differ from the input batch (channel independence); masks, losses and
+        ``encode`` features are per token-batch row, and ``MAEOutput.context`` carries the tokenizer
+        context for :meth:`~maezoo.core.tokenizer.Tokenizer.inverse`.
+    ``Tokens.mask_grid`` coarser than ``Tokens.grid`` (ConvMAE): masks, targets and the decoder live on
+        the mask grid; the encoder must consume the mask.
+    Packed token sets (``context["segment_ids"]``): ``encode(pool="mean"|"max"|"sum")`` pools per segment.
 
 Shapes:
-    forward(x) -> MAEOutput with pred/target ``[B, N, P]``, ``mask.mask`` ``[B, N]``
-    encode(x, pool="cls"|"mean") -> ``[B, D]``; ``pool="none"`` -> ``[B, N, D]`` (prefix tokens removed)
+    forward(x) -> MAEOutput with pred/target ``[B', N, P]`` (``[B', K, P]`` with decoder masking),
+        ``mask.mask`` ``[B', N]``, ``N = prod(mask_grid)``
+    encode(x, pool="cls"|"mean") -> ``[B', D]``; ``pool="none"`` -> ``[B', N, D]`` (prefix tokens removed);
+        with segments, ``pool="mean"|"max"|"sum"`` -> ``[num_segments, D]``
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from maezoo.core.masking import Mask, MaskingStrategy, apply_drop, apply_replace
+from maezoo.core.masking import (
+    Mask,
+    MaskingStrategy,
+    ReplaceRule,
+    apply_drop,
+    apply_replace_rule,
+    build_masking,
+    gather_tokens,
+    select_decoder_targets,
+)
+from maezoo.core.targets import TargetSpec, resolve_target
 from maezoo.core.tokenizer import Tokenizer, Tokens
-from maezoo.registry import build, get
+from maezoo.registry import build
 
 MaskMode = Literal["drop", "replace"]
-Pool = Literal["cls", "mean", "none"]
+Pool = Literal["cls", "mean", "max", "sum", "none"]
+SEGMENT_POOLS = ("mean", "max", "sum")
 
 
 @dataclass
@@ -36,6 +61,12 @@ class MAEOutput:
 
     ``losses`` holds every named term (``recon`` plus, for CMAE-like systems, e.g. ``contrastive``);
     ``loss`` is their weighted sum and the value to back-propagate.
+
+    Shapes:
+        pred, target: ``[B', N, P]``; with decoder masking ``[B', K, P]`` aligned with ``mask.ids_target``
+        mask.mask: ``[B', N]``; target_mask: ``[B', N]`` bool, the tokens the loss scored
+        grid: the grid ``pred``/``target``/``mask`` live on (the mask grid); token_grid: the tokenizer's grid
+        context: the tokenizer's context of this batch (e.g. RevIN statistics for ``Tokenizer.inverse``)
     """
 
     loss: Tensor
@@ -45,39 +76,73 @@ class MAEOutput:
     grid: tuple[int, ...]
     losses: dict[str, Tensor] = field(default_factory=dict)
     latent: Tensor | None = None
+    target_mask: Tensor | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    token_grid: tuple[int, ...] | None = None
 
     @property
     def ids_restore(self) -> Tensor:
         return self.mask.ids_restore
 
+    @property
+    def ids_target(self) -> Tensor | None:
+        """``[B', K]`` grid indices of ``pred``/``target`` rows under decoder masking, else ``None``."""
+        return self.mask.ids_target
+
 
 class MaskedAutoencoder(nn.Module):
+    """Tokenizer -> masking -> encoder -> decoder -> target/loss (see the module docstring).
+
+    Args:
+        target: ``"norm"``/``"raw"``, ``{"name": "norm", "args": {"axes": "channel", ...}}`` or a callable.
+        replace_rate: GraphMAE's share of random substitutes in replace mode (``ReplaceRule(1 - r, r, 0)``).
+        replace: a :class:`ReplaceRule` or mapping of shares (``{"mask": 0.8, "random": 0.1, "keep": 0.1}``);
+            give either ``replace`` or ``replace_rate``.
+        decoder_masking: a strategy, registered name or ``{"name": ..., "args": {...}}`` choosing, among the
+            hidden tokens, those the decoder reconstructs (:func:`~maezoo.core.masking.select_decoder_targets`).
+    """
+
     def __init__(
         self,
         tokenizer: Tokenizer,
         encoder: nn.Module,
         decoder: nn.Module,
         masking: MaskingStrategy,
-        target: str = "norm",
+        target: TargetSpec = "norm",
         loss: str | Any = "mse",
         mask_mode: MaskMode = "drop",
         replace_rate: float = 0.0,
+        *,
+        replace: ReplaceRule | Mapping[str, float] | None = None,
+        decoder_masking: MaskingStrategy | str | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if mask_mode not in ("drop", "replace"):
             raise ValueError(f"mask_mode must be 'drop' or 'replace', got {mask_mode!r}")
         if not 0.0 <= replace_rate < 1.0:
             raise ValueError(f"replace_rate must be in [0, 1), got {replace_rate}")
+        if replace is not None and replace_rate:
+            raise ValueError("give either replace=ReplaceRule(...) or replace_rate=, not both "
+                             "(replace_rate=r is ReplaceRule(mask=1-r, random=r, keep=0))")
         self.tokenizer, self.encoder, self.decoder, self.masking = tokenizer, encoder, decoder, masking
-        self.target_name = target
-        self.target_fn = get("target", target)
+        self.target_name, self.target_fn = resolve_target(target)
         self.loss_fn = build("loss", loss) if isinstance(loss, str) else loss
         self.mask_mode: MaskMode = mask_mode
-        self.replace_rate = replace_rate
+        self.replace_rule = ReplaceRule.coerce(replace) if replace is not None else ReplaceRule.from_replace_rate(replace_rate)
+        self.decoder_masking = build_masking(decoder_masking) if decoder_masking is not None else None
         # In replace mode the encoder's mask token lives in token space, before the encoder.
         self.mask_token = nn.Parameter(torch.zeros(tokenizer.embed_dim)) if mask_mode == "replace" else None
         if self.mask_token is not None:
             nn.init.normal_(self.mask_token, std=0.02)
+
+    @property
+    def replace_rate(self) -> float:
+        """Share of hidden tokens replaced by a random other token (GraphMAE's ``replace_rate``)."""
+        return float(self.replace_rule.random)
+
+    @replace_rate.setter
+    def replace_rate(self, rate: float) -> None:
+        self.replace_rule = ReplaceRule.from_replace_rate(rate)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -97,63 +162,122 @@ class MaskedAutoencoder(nn.Module):
     def _replace(
         self, x: Tensor, mask: Mask, generator: torch.Generator | None, pos: Tensor | None = None
     ) -> Tensor:
-        # ``x`` already carries the position embedding ``pos`` (when the tokenizer reports it in
-        # ``context["pos_embed"]``): a hidden token becomes mask token + its position (SimMIM, BERT), so
-        # the encoder still knows where the hidden tokens are.
-        b, n, d = x.shape
-        pos_full = pos.to(x.device, x.dtype).expand(b, n, d) if pos is not None else None
-        token = self.mask_token if pos_full is None else self.mask_token.to(x.dtype) + pos_full
-        out = apply_replace(x, mask, token)
-        if self.replace_rate > 0 and self.training:
-            # Of the hidden tokens, a replace_rate share takes another random token's content (drawn from
-            # the whole batch, keeping its own position) instead of the mask token.
-            hidden = mask.ids_masked  # [B, M]
-            gen_dev = generator.device if generator is not None else x.device
-            pick = torch.rand(hidden.shape, generator=generator, device=gen_dev).to(x.device) < self.replace_rate
-            src = torch.randint(0, b * n, hidden.shape, generator=generator, device=gen_dev).to(x.device)
-            content = x if pos_full is None else x - pos_full
-            noise = content.reshape(b * n, d)[src]  # [B, M, D]
-            idx = hidden.unsqueeze(-1).expand(-1, -1, d)
-            if pos_full is not None:
-                noise = noise + torch.gather(pos_full, 1, idx)
-            cur = torch.gather(out, 1, idx)
-            out = out.scatter(1, idx, torch.where(pick.unsqueeze(-1), noise, cur))
-        return out
+        """Hidden tokens per :attr:`replace_rule` (random/keep shares in training only).
+
+        ``x`` already carries the position embedding ``pos`` (when the tokenizer reports it in
+        ``context["pos_embed"]``): a hidden token becomes mask token + its position (SimMIM, BERT), so the
+        encoder still knows where the hidden tokens are.
+        """
+        rule = self.replace_rule if self.training else ReplaceRule()
+        return apply_replace_rule(x, mask, self.mask_token, rule, generator, pos)[0]
+
+    # -- masks ----------------------------------------------------------------------------------------
+    def _check_mask_grid(self, tok: Tokens) -> None:
+        if tok.mask_grid != tok.grid and not getattr(self.encoder, "consumes_mask", False):
+            raise ValueError(
+                f"the tokenizer draws masks on grid {tok.mask_grid} but its tokens lie on grid {tok.grid}; only an "
+                f"encoder with consumes_mask = True (ConvMAE-style, applying the mask per stage) can use such a mask. "
+                f"Use such an encoder, or a tokenizer whose mask_grid equals its grid"
+            )
+
+    def _with_decoder_targets(
+        self, mask: Mask, grid: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+    ) -> Mask:
+        if self.decoder_masking is None or mask.ids_target is not None:
+            return mask
+        return mask.with_targets(select_decoder_targets(mask, self.decoder_masking, grid, generator, device))
 
     @torch.no_grad()
     def sample_mask(self, x: Any, generator: torch.Generator | None = None) -> Mask:
-        grid = self.tokenizer.grid(x)
-        return self.masking(_batch_size(x), grid, generator=generator, device=_device(self))
+        """The mask (with decoder targets, if any) ``forward(x, generator=generator)`` would draw.
 
+        Shapes: returns ``mask.mask`` ``[B', prod(mask_grid)]`` on the token batch ``B'``.
+        """
+        grid = _mask_grid(self.tokenizer, x)
+        device = _device(self)
+        mask = self.masking(_batch_size(x, self.tokenizer), grid, generator=generator, device=device)
+        return self._with_decoder_targets(mask, grid, generator, device)
+
+    # -- forward ----------------------------------------------------------------------------------------
     def forward(self, x: Any, *, mask: Mask | None = None, generator: torch.Generator | None = None) -> MAEOutput:
-        """Mask, encode, decode and score ``x``; pass ``mask`` to reuse a fixed mask."""
+        """Mask, encode, decode and score ``x``; pass ``mask`` to reuse a fixed mask (its ``ids_target`` too)."""
         self.tokenizer.validate(x)
         tok = self.tokenizer(x)
-        b, n = tok.tokens.shape[:2]
+        self._check_mask_grid(tok)
+        b, n, grid, device = tok.batch_size, tok.num_mask_tokens, tok.mask_grid, tok.tokens.device
         if mask is None:
-            mask = self.masking(b, tok.grid, generator=generator, device=tok.tokens.device)
+            mask = self.masking(b, grid, generator=generator, device=device)
         elif tuple(mask.mask.shape) != (b, n):
             raise ValueError(
-                f"mask is {tuple(mask.mask.shape)} but the batch has {b} sample(s) of {n} tokens (grid {tok.grid}); "
+                f"mask is {tuple(mask.mask.shape)} but the batch has {b} sample(s) of {n} tokens (grid {grid}); "
                 "build it for this batch, e.g. with model.sample_mask(x)"
             )
+        mask = self._with_decoder_targets(mask, grid, generator, device)
         latent = self._encode_tokens(tok, mask, generator)
-        pred = self.decoder(latent, mask, tok.grid, tok.context)
+        pred = self.decoder(latent, mask, grid, tok.context)
         with torch.no_grad():
             target = self.target_fn(self.tokenizer.patchify(x))
-        recon = self.loss_fn(pred, target, mask.mask)
-        return MAEOutput(loss=recon, pred=pred, target=target, mask=mask, grid=tok.grid, losses={"recon": recon}, latent=latent)
+        if tuple(target.shape[:2]) != (b, n):
+            raise ValueError(
+                f"tokenizer.patchify gave targets {tuple(target.shape)}, expected [{b}, {n}, ...]: one row per "
+                f"position of the mask grid {grid} for each of the {b} token-batch rows"
+            )
+        weight = mask.mask
+        if mask.ids_target is not None:
+            pred, target, weight = _on_targets(pred, target, mask.ids_target, n)
+        recon = self.loss_fn(pred, target, weight)
+        return MAEOutput(
+            loss=recon, pred=pred, target=target, mask=mask, grid=grid, losses={"recon": recon}, latent=latent,
+            target_mask=mask.target_mask, context=tok.context, token_grid=tok.grid,
+        )
 
     def encode(self, x: Any, pool: Pool = "cls") -> Tensor:
-        """Features of the unmasked input for downstream use (no mask is applied)."""
+        """Features of the unmasked input for downstream use (no mask is applied).
+
+        Features are per token-batch row (``[B * C, D]`` for a channel-independent tokenizer). When the
+        tokenizer context carries ``segment_ids``/``num_segments`` (packed graphs), ``pool="mean"|"max"|"sum"``
+        pools each segment.
+
+        Shapes:
+            ``pool="cls"|"mean"`` -> ``[B', D]``; ``"none"`` -> ``[B', N, D]``;
+            with segments ``"mean"|"max"|"sum"`` -> ``[num_segments, D]`` (``[B' * num_segments, D]`` if ``B' > 1``)
+        """
         self.tokenizer.validate(x)
         tok = self.tokenizer(x)
         feats = self._encode_tokens(tok, None)
-        return pool_features(feats, self.num_prefix_tokens, pool)
+        ctx = tok.context
+        return pool_features(feats, self.num_prefix_tokens, pool, ctx.get("segment_ids"), ctx.get("num_segments"))
 
 
-def pool_features(feats: Tensor, num_prefix_tokens: int, pool: Pool) -> Tensor:
-    """``[B, P + N, D]`` -> ``[B, D]`` (``cls``/``mean``) or ``[B, N, D]`` (``none``)."""
+def _on_targets(pred: Tensor, target: Tensor, ids_target: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Align pred/target on the decoder's targets: ``[B, K, P]`` each and an all-true ``[B, K]`` weight.
+
+    A decoder that predicted the whole grid (``[B, N, P]``) is gathered; one that predicted only the
+    targets (``[B, K, P]``, e.g. :class:`~maezoo.core.decoder.TransformerDecoder`) is used as is.
+    """
+    b, k = ids_target.shape
+    if pred.shape[1] == n and k != n:
+        pred = gather_tokens(pred, ids_target)
+    elif pred.shape[1] != k:
+        raise ValueError(f"decoder returned {pred.shape[1]} tokens; with decoder masking expected {k} (the targets, "
+                         f"mask.ids_target) or {n} (the whole grid)")
+    return pred, gather_tokens(target, ids_target), torch.ones(b, k, dtype=torch.bool, device=pred.device)
+
+
+def pool_features(
+    feats: Tensor,
+    num_prefix_tokens: int,
+    pool: Pool,
+    segment_ids: Tensor | None = None,
+    num_segments: int | None = None,
+) -> Tensor:
+    """``[B, P + N, D]`` -> ``[B, D]`` (``cls``/``mean``), ``[B, N, D]`` (``none``), or per segment.
+
+    With ``segment_ids`` (``[N]`` or ``[B, N]`` long) ``mean``/``max``/``sum`` pool each segment
+    (:func:`segment_pool`); ``max``/``sum`` need segments.
+    """
+    if pool in SEGMENT_POOLS and segment_ids is not None:
+        return segment_pool(feats[:, num_prefix_tokens:], segment_ids, num_segments, pool)
     if pool == "cls":
         if num_prefix_tokens == 0:
             raise ValueError("pool='cls' needs an encoder with a class token; use pool='mean'")
@@ -162,7 +286,40 @@ def pool_features(feats: Tensor, num_prefix_tokens: int, pool: Pool) -> Tensor:
         return feats[:, num_prefix_tokens:].mean(dim=1)
     if pool == "none":
         return feats[:, num_prefix_tokens:]
-    raise ValueError(f"pool must be 'cls', 'mean' or 'none', got {pool!r}")
+    if pool in SEGMENT_POOLS:
+        raise ValueError(f"pool={pool!r} pools per segment and needs context['segment_ids'] from the tokenizer "
+                         "(packed graphs); for one sample per row use pool='cls', 'mean' or 'none'")
+    raise ValueError(f"pool must be 'cls', 'mean', 'max', 'sum' or 'none', got {pool!r}")
+
+
+def segment_pool(feats: Tensor, segment_ids: Tensor, num_segments: int | None, reduce: str) -> Tensor:
+    """Pool the tokens of each segment (several samples packed in one row, e.g. a PyG batch of graphs).
+
+    Empty segments give zeros. Rows ``b > 0`` of a ``[B, N, D]`` batch get their own segments
+    ``b * S .. b * S + S - 1``.
+
+    Shapes:
+        feats: ``[B, N, D]``; segment_ids: ``[N]`` or ``[B, N]`` long in ``[0, S)``
+        returns: ``[S, D]`` for ``B == 1``, else ``[B * S, D]``
+    """
+    if reduce not in SEGMENT_POOLS:
+        raise ValueError(f"segment pooling is 'mean', 'max' or 'sum', got {reduce!r}")
+    b, n, d = feats.shape
+    seg = segment_ids.to(feats.device).long()
+    seg = seg.expand(b, n) if seg.dim() == 1 else seg
+    if tuple(seg.shape) != (b, n):
+        raise ValueError(f"segment_ids must be [N={n}] or [B={b}, N={n}], got {tuple(segment_ids.shape)}")
+    s = int(num_segments) if num_segments is not None else (int(seg.max()) + 1 if seg.numel() else 0)
+    idx = (seg + torch.arange(b, device=seg.device).view(b, 1) * s).reshape(-1)
+    flat = feats.reshape(b * n, d)
+    out = feats.new_zeros(b * s, d)
+    if reduce == "max":
+        return out.scatter_reduce(0, idx.view(-1, 1).expand(-1, d), flat, "amax", include_self=False)
+    out = out.index_add(0, idx, flat)
+    if reduce == "mean":
+        counts = torch.bincount(idx, minlength=b * s).clamp_min(1).to(out.dtype)
+        out = out / counts.view(-1, 1)
+    return out
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -170,6 +327,21 @@ def _device(module: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _batch_size(x: Any) -> int:
-    """Samples in a batch: a tensor's first dimension; other inputs (a PyG graph batch) form one token set."""
+def _batch_size(x: Any, tokenizer: Tokenizer | None = None) -> int:
+    """Rows of the token batch of ``x``, asked of the tokenizer (inputs may be tensors, PyG batches, dicts).
+
+    Without a tokenizer (or one without :meth:`~maezoo.core.tokenizer.Tokenizer.token_batch_size`): a
+    tensor's first dimension, else 1 (one token set, as a PyG graph batch).
+    """
+    fn = getattr(tokenizer, "token_batch_size", None)
+    if fn is not None:
+        return int(fn(x))
     return x.shape[0] if isinstance(x, Tensor) else 1
+
+
+def _mask_grid(tokenizer: Tokenizer, x: Any) -> tuple[int, ...]:
+    fn = getattr(tokenizer, "mask_grid", None)
+    return tuple(fn(x) if fn is not None else tokenizer.grid(x))
+
+
+__all__ = ["MAEOutput", "MaskedAutoencoder", "pool_features", "segment_pool"]

@@ -12,14 +12,22 @@ Shapes:
     Mask.ids_masked: ``[B, N - N_vis]`` indices of hidden tokens (ascending).
     Mask.ids_restore: ``[B, N]`` position of each token in ``cat(ids_keep, ids_masked)``, i.e. the
         permutation that puts ``cat(visible, masked)`` back into grid order.
+    Mask.ids_target: ``None`` (the decoder reconstructs every hidden token) or ``[B, K]`` ascending grid
+        indices of the hidden tokens the decoder reconstructs (VideoMAE V2's decoder masking, see
+        :func:`select_decoder_targets`); ``Mask.target_mask`` is the matching ``[B, N]`` bool.
+
+Hidden tokens in replace mode follow a :class:`ReplaceRule` (shares of mask token / random substitute /
+unchanged), applied by :func:`apply_replace_rule`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -37,10 +45,37 @@ class Mask:
     ids_keep: Tensor
     ids_masked: Tensor
     ids_restore: Tensor
+    #: ``[B, K]`` hidden tokens the decoder reconstructs (ascending); ``None``: all of ``ids_masked``
+    ids_target: Tensor | None = None
 
     @property
     def num_visible(self) -> int:
         return self.ids_keep.shape[1]
+
+    @property
+    def target_mask(self) -> Tensor:
+        """``[B, N]`` bool, ``True`` on the tokens the loss scores (``mask`` unless ``ids_target`` is set)."""
+        if self.ids_target is None:
+            return self.mask
+        out = torch.zeros_like(self.mask)
+        return out.scatter(1, self.ids_target, True)
+
+    def with_targets(self, ids_target: Tensor | None) -> Mask:
+        """A copy whose decoder reconstructs only ``ids_target`` (``[B, K]``, hidden tokens only).
+
+        Shapes:
+            ids_target: ``[B, K]`` long, ``K <= N - N_vis``
+        """
+        if ids_target is not None:
+            b, m = self.ids_masked.shape
+            if ids_target.dim() != 2 or ids_target.shape[0] != b or ids_target.shape[1] > m:
+                raise ValueError(
+                    f"ids_target must be [B={b}, K<={m}] indices of hidden tokens, got {tuple(ids_target.shape)}"
+                )
+            if ids_target.numel() and not bool(torch.gather(self.mask, 1, ids_target.long()).all()):
+                raise ValueError("ids_target names visible tokens; the decoder may only reconstruct hidden ones")
+            ids_target = ids_target.long()
+        return dataclasses.replace(self, ids_target=ids_target)
 
     @classmethod
     def from_bool(cls, mask: Tensor) -> Mask:
@@ -297,6 +332,192 @@ class TimeFrequencyMasking(MaskingStrategy):
         return (tm[:, :, None] | fm[:, None, :]).reshape(batch_size, -1)
 
 
+@register("masking", "running_cell")
+class RunningCellMasking(MaskingStrategy):
+    """VideoMAE V2's decoder mask: in every ``2 x 2`` spatial cell, ``int(4 * ratio)`` tokens are hidden
+    in a pattern that shifts by one cell position per frame, from a random start per sample.
+
+    As a ``decoder_masking`` of :class:`~maezoo.core.mae.MaskedAutoencoder` its hidden tokens are the
+    ones the decoder does *not* reconstruct. Grid ``(T, H, W)`` with even ``H`` and ``W``.
+    """
+
+    grid_ndims = (3,)
+
+    def __init__(self, ratio: float = 0.5) -> None:
+        self.ratio = _check_ratio(ratio)
+        if not 1 <= int(4 * self.ratio) <= 3:
+            raise ValueError(f"running-cell masking hides int(4 * ratio) of 4 cell tokens; ratio must be in [0.25, 1), "
+                             f"got {ratio}")
+
+    def check_grid(self, grid):
+        super().check_grid(grid)
+        if grid[1] % 2 or grid[2] % 2:
+            raise ValueError(f"running-cell masking needs even H and W in grid (T, H, W), got {grid}")
+
+    def bool_mask(self, batch_size, grid, generator, device):
+        t, h, w = grid
+        hidden_per_cell = int(4 * self.ratio)
+        queue = torch.arange(4, device=device) < hidden_per_cell  # [1]*hidden + [0]*visible
+        ptr = (_rand((batch_size,), generator, device) * 4).long().clamp_max(3)  # [B]
+        cell = (torch.arange(h, device=device) % 2).view(h, 1) * 2 + (torch.arange(w, device=device) % 2).view(1, w)
+        step = torch.arange(t, device=device).view(1, t, 1, 1) + 1 + ptr.view(-1, 1, 1, 1)
+        return queue[(cell.view(1, 1, h, w) + step) % 4].reshape(batch_size, -1)
+
+
+def select_decoder_targets(
+    mask: Mask,
+    strategy: MaskingStrategy,
+    grid: Grid,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Among the hidden tokens of ``mask``, the ``K`` the decoder reconstructs (VideoMAE V2's decoder masking).
+
+    ``strategy`` is drawn on the full grid (so structured patterns such as ``running_cell`` keep their
+    shape); its *visible* tokens are the ones it selects. Every sample gets the same
+    ``K = (M * kept) // N`` targets (``M`` hidden tokens, ``kept`` tokens the strategy leaves visible):
+    hidden tokens the strategy selects come first, ties and shortfalls are settled by a random order from
+    ``generator``, so ``K`` stays fixed and the gathers stay dense.
+
+    Shapes:
+        mask.mask: ``[B, N]``; returns ``[B, K]`` ascending grid indices, a subset of ``mask.ids_masked``
+    """
+    b, n = mask.mask.shape
+    dropped = strategy(b, grid, generator=generator, device=device).mask  # True: not reconstructed
+    m = mask.ids_masked.shape[1]
+    kept = n - int(dropped[0].sum()) if b else n
+    k = (m * kept) // n
+    noise = _rand((b, m), generator, device)  # [0, 1): selected (0 + u) sort before dropped (1 + u)
+    order = torch.argsort(torch.gather(dropped, 1, mask.ids_masked).to(noise.dtype) + noise, dim=1)
+    return torch.gather(mask.ids_masked, 1, order[:, :k]).sort(dim=1).values
+
+
+def gather_tokens(values: Tensor, ids: Tensor) -> Tensor:
+    """Rows ``ids`` of every sample: ``[B, N, *rest] -> [B, K, *rest]`` (``rest`` may be empty, e.g. class ids)."""
+    idx = ids.view(*ids.shape, *([1] * (values.dim() - 2))).expand(*ids.shape, *values.shape[2:])
+    return torch.gather(values, 1, idx)
+
+
+@dataclass(frozen=True)
+class ReplaceRule:
+    """What replace mode does with each hidden token: shares of mask token / random substitute / unchanged.
+
+    ``ReplaceRule(mask=0.8, random=0.1, keep=0.1)`` is BERT's 80/10/10; GraphMAE's ``replace_rate=r`` is
+    ``ReplaceRule(mask=1 - r, random=r)`` (it keeps none). A random substitute is another token's content
+    drawn from the whole batch, keeping its own position; a kept token is the input token unchanged. The
+    random and keep shares apply in training only; in eval every hidden token becomes the mask token.
+    """
+
+    mask: float = 1.0
+    random: float = 0.0
+    keep: float = 0.0
+
+    def __post_init__(self) -> None:
+        shares = {"mask": self.mask, "random": self.random, "keep": self.keep}
+        bad = {k: v for k, v in shares.items() if not (isinstance(v, numbers.Real) and 0.0 <= float(v) <= 1.0)}
+        if bad:
+            raise ValueError(f"ReplaceRule shares must be in [0, 1], got {bad}")
+        if abs(sum(float(v) for v in shares.values()) - 1.0) > 1e-6:
+            raise ValueError(
+                f"ReplaceRule shares must sum to 1, got mask={self.mask}, random={self.random}, keep={self.keep}; "
+                "e.g. ReplaceRule(mask=0.8, random=0.1, keep=0.1) for BERT"
+            )
+        if self.random >= 1.0:
+            raise ValueError("ReplaceRule(random=1) leaves no hidden token masked; use random < 1")
+
+    @classmethod
+    def from_replace_rate(cls, rate: float) -> ReplaceRule:
+        """GraphMAE's ``replace_rate``: ``rate`` random substitutes, the rest mask tokens, none kept."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"replace_rate must be in [0, 1), got {rate}")
+        return cls(mask=1.0 - rate, random=float(rate), keep=0.0)
+
+    @classmethod
+    def coerce(cls, spec: ReplaceRule | Mapping[str, float] | None) -> ReplaceRule:
+        """``None`` (all mask token), a mapping such as ``{"mask": 0.8, "random": 0.1, "keep": 0.1}``, or a rule."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, ReplaceRule):
+            return spec
+        if isinstance(spec, Mapping):
+            return cls(**{k: float(v) for k, v in spec.items()})
+        raise ValueError(f"replace rule must be a ReplaceRule or a mapping of shares, got {type(spec).__name__}")
+
+    @property
+    def draws(self) -> bool:
+        """Whether the rule needs random draws (any random or keep share)."""
+        return self.random > 0 or self.keep > 0
+
+
+#: codes of :func:`apply_replace_rule`'s ``kind`` output
+REPLACE_MASK, REPLACE_RANDOM, REPLACE_KEEP = 0, 1, 2
+
+
+def apply_replace_rule(
+    tokens: Tensor,
+    mask: Mask,
+    mask_token: Tensor,
+    rule: ReplaceRule,
+    generator: torch.Generator | None = None,
+    pos: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Replace mode with a :class:`ReplaceRule`: hidden tokens become the mask token, a random other token
+    or stay unchanged.
+
+    ``tokens`` already carry the position embedding ``pos`` (when given): the mask token and a random
+    substitute get the hidden token's own position, a kept token is returned as is. Draws (in this order,
+    only when the rule needs them): ``u = rand([B, M])`` (random if ``u < random``, kept if
+    ``random <= u < random + keep``), then the substitutes' source rows ``randint(B * N, [B, M])`` when
+    ``random > 0``; with ``keep = 0`` this is GraphMAE's ``replace_rate`` draw for draw.
+
+    Shapes:
+        tokens: ``[B, N, D]``; mask_token: ``[D]``; pos: ``[N, D]`` or ``[B, N, D]``
+        returns: ``[B, N, D]`` and ``kind`` ``[B, M]`` (int8, per ``mask.ids_masked``: 0 mask token,
+        1 random, 2 kept)
+    """
+    b, n, d = tokens.shape
+    pos_full = pos.to(tokens.device, tokens.dtype).expand(b, n, d) if pos is not None else None
+    token = mask_token if pos_full is None else mask_token.to(tokens.dtype) + pos_full
+    out = apply_replace(tokens, mask, token)
+    hidden = mask.ids_masked  # [B, M]
+    kind = torch.zeros(hidden.shape, dtype=torch.int8, device=tokens.device)
+    if not rule.draws:
+        return out, kind
+    gen_dev = generator.device if generator is not None else tokens.device
+    u = torch.rand(hidden.shape, generator=generator, device=gen_dev).to(tokens.device)
+    is_random = u < rule.random
+    idx = hidden.unsqueeze(-1).expand(-1, -1, d)
+    new = torch.gather(out, 1, idx)
+    if rule.keep > 0:
+        is_keep = (u >= rule.random) & (u < rule.random + rule.keep)
+        new = torch.where(is_keep.unsqueeze(-1), torch.gather(tokens, 1, idx), new)
+        kind = kind.masked_fill(is_keep, REPLACE_KEEP)
+    if rule.random > 0:
+        src = torch.randint(0, b * n, hidden.shape, generator=generator, device=gen_dev).to(tokens.device)
+        content = tokens if pos_full is None else tokens - pos_full
+        noise = content.reshape(b * n, d)[src]  # [B, M, D]
+        if pos_full is not None:
+            noise = noise + torch.gather(pos_full, 1, idx)
+        new = torch.where(is_random.unsqueeze(-1), noise, new)
+    kind = kind.masked_fill(is_random, REPLACE_RANDOM)
+    return out.scatter(1, idx, new), kind
+
+
+def build_masking(spec: MaskingStrategy | str | Mapping[str, Any]) -> MaskingStrategy:
+    """A strategy from an instance, a registered name, or ``{"name": ..., "args": {...}}``."""
+    from maezoo.registry import build
+
+    if isinstance(spec, str):
+        return build("masking", spec)
+    if isinstance(spec, Mapping) and "name" in spec:
+        return build("masking", spec["name"], **dict(spec.get("args") or {}))
+    if isinstance(spec, MaskingStrategy) or (callable(spec) and not isinstance(spec, Mapping)):
+        return spec  # a strategy, or any callable with the strategy's signature
+    raise ValueError(
+        f"a masking spec is a MaskingStrategy, a registered name or {{'name': ..., 'args': {{...}}}}, got {spec!r}"
+    )
+
+
 def apply_drop(tokens: Tensor, mask: Mask) -> Tensor:
     """MAE mode: keep only visible tokens. ``[B, N, D] -> [B, N_vis, D]``."""
     return torch.gather(tokens, 1, mask.ids_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
@@ -332,8 +553,14 @@ __all__ = [
     "CoarseMasking",
     "TubeMasking",
     "TimeFrequencyMasking",
+    "RunningCellMasking",
+    "ReplaceRule",
     "apply_drop",
     "apply_replace",
+    "apply_replace_rule",
+    "build_masking",
+    "gather_tokens",
+    "select_decoder_targets",
     "unshuffle",
     "random_bool_mask",
 ]

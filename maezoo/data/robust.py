@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,8 @@ class RobustDataset(Dataset):
             return None
 
 
-def collate_skip_bad(batch: list[Any]) -> tuple[Any, int]:
-    """Collate the good samples; return ``(batch or None, number of bad samples)``."""
+def collate_skip_bad(batch: list[Any], collate: Callable[[list[Any]], Any] | None = None) -> tuple[Any, int]:
+    """Collate the good samples with ``collate`` (default: torch's, which handles tensors, tuples and dicts);
+    return ``(batch or None, number of bad samples)``."""
     good = [b for b in batch if b is not None]
-    return (default_collate(good) if good else None), len(batch) - len(good)
+    return ((collate or default_collate)(good) if good else None), len(batch) - len(good)

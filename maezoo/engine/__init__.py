@@ -1,7 +1,7 @@
-"""The training engine shared by every modality."""
+"""The training engine shared by every modality: one Trainer, checkpoints, logging, DDP. Imports no modality
+and no protocol."""
 
 from maezoo.engine.checkpoint import latest_checkpoint, load_model, save_model
-from maezoo.engine.system import RunContext, System
 from maezoo.engine.trainer import Trainer, TrainerConfig, TrainSummary
 
-__all__ = ["RunContext", "System", "Trainer", "TrainerConfig", "TrainSummary", "latest_checkpoint", "load_model", "save_model"]
+__all__ = ["Trainer", "TrainerConfig", "TrainSummary", "latest_checkpoint", "load_model", "save_model"]

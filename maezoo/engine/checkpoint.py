@@ -119,6 +119,49 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint folders that hold a training state, newest first (``latest`` first when it names one)."""
+    root = Path(run_dir) / CKPT_DIR
+    done = sorted((p for p in root.glob("step_*") if (p / "state.pt").is_file()), reverse=True)
+    marker = root / "latest"
+    if marker.is_file():
+        named = root / marker.read_text().strip()
+        if named in done:
+            done.remove(named)
+            done.insert(0, named)
+    return done
+
+
+def load_latest_valid(run_dir: Path, model: nn.Module) -> tuple[Path, dict[str, Any]]:
+    """Load the newest checkpoint that reads back whole into ``model``; returns its folder and training state.
+
+    A damaged checkpoint (truncated weights or state, e.g. a disk that filled up, or a copy cut short) is
+    reported on stderr and skipped for the previous complete one, so a resume never dies on it.
+    """
+    import sys
+
+    cands = complete_checkpoints(run_dir)
+    if not cands:
+        raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {Path(run_dir) / CKPT_DIR}")
+    errors = []
+    for cand in cands:
+        try:
+            weights = load_file(str(cand / "model.safetensors"))
+            state = load_state(cand)
+            unwrap(model).load_state_dict(weights)
+        except Exception as exc:  # safetensors/pickle errors of a damaged file, or mismatched weights
+            errors.append(f"{cand.name}: {type(exc).__name__}: {exc}")
+            print(f"maezoo: checkpoint {cand} is damaged ({type(exc).__name__}: {exc}); "
+                  "trying the previous one", file=sys.stderr, flush=True)
+            continue
+        if errors:
+            print(f"maezoo: resuming from {cand.name} instead (the newer checkpoint(s) could not be read)",
+                  file=sys.stderr, flush=True)
+        return cand, state
+    raise ValueError(f"every checkpoint under {Path(run_dir) / CKPT_DIR} is damaged ({'; '.join(errors)}); "
+                     "start the run again without resume")
+
+
 def load_state(ckpt: Path) -> dict[str, Any]:
     return torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from maezoo.progress import Progress  # noqa: F401  (re-exported)
 from maezoo.results import git_commit, hardware, versions
 
 
@@ -22,22 +23,61 @@ def write_provenance(run_dir: Path, config: dict[str, Any] | None = None, argv: 
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def update_env(run_dir: Path, extra: dict[str, Any]) -> None:
+    """Merge ``extra`` into ``run_dir/env.json`` (atomically), e.g. the precision and threads a run chose."""
+    path = run_dir / "env.json"
+    try:
+        env = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        env = {}
+    env.update(extra)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".env.json.tmp")
+    tmp.write_text(json.dumps(env, indent=2))
+    tmp.replace(path)
+
+
 class MetricsLogger:
     """Appends ``{"step": ..., "tag/name": value}`` lines to ``metrics.jsonl`` and mirrors them to TensorBoard."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: int | None = None) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self._tb = None
         if enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
+            if resume_step is not None:
+                self.truncate_after(resume_step)
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
 
-                    self._tb = SummaryWriter(str(run_dir / "tb"))
+                    # purge_step drops TensorBoard events logged after the checkpoint by the killed process
+                    self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=None if resume_step is None else resume_step + 1)
                 except ImportError:  # tensorboard is a dependency, but keep logging if it is broken
                     self._tb = None
+
+    def truncate_after(self, step: int) -> int:
+        """Drop rows logged after ``step`` (a resume restarts there); returns how many were dropped."""
+        if not self.path.is_file():
+            return 0
+        keep, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the kill
+                dropped += 1
+                continue
+            if int(row.get("step", 0)) <= step:
+                keep.append(line)
+            else:
+                dropped += 1
+        if dropped:
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text("".join(f"{x}\n" for x in keep))
+            tmp.replace(self.path)
+        return dropped
 
     def log(self, step: int, metrics: dict[str, float], prefix: str = "") -> None:
         if not self.enabled:
@@ -53,37 +93,3 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.flush()
             self._tb.close()
-
-
-class Progress:
-    """A rich progress bar when stdout is a terminal; a plain line every ``every`` steps otherwise."""
-
-    def __init__(self, total: int, start: int, enabled: bool, every: int, desc: str = "pretrain") -> None:
-        self.total, self.every, self.enabled, self.desc = total, max(1, every), enabled, desc
-        self.bar = None
-        self.t0, self.s0 = time.perf_counter(), start
-        if enabled and sys.stdout.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
-
-            self.bar = RichProgress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(desc, total=total, completed=start, info="")
-
-    def update(self, step: int, info: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        text = "  ".join(f"{k} {v:.4g}" for k, v in info.items())
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=text)
-        elif step % self.every == 0 or step == self.total:
-            el = time.perf_counter() - self.t0
-            left = el / max(step - self.s0, 1) * (self.total - step)
-            print(f"[{self.desc}] step {step}/{self.total}  {text}  eta {left:.0f}s", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

@@ -1,30 +1,43 @@
 """One training engine for every modality's pre-training.
 
+Every system pre-trains through :meth:`Trainer.fit`; a modality brings a model, a dataset (with its own
+``collate_fn`` attribute when samples are not tensors, e.g. PyG graphs) and a recipe's ``trainer:`` section.
+
 What it guarantees:
-    * MAE optimisation: AdamW (0.9, 0.95), wd 0.05 off norms/biases/embeddings/tokens, linear scaling rule
-      ``lr = base_lr * batch * accum * world / 256``, warm-up + cosine, accumulation, clipping.
-    * bf16/fp16 autocast (CPU too) and optional ``torch.compile``; a non-finite loss stops the run (or skips
-      the step) naming the step.
+    * Optimisation: ``adamw`` or ``adam``; weight decay off norms/biases/embeddings/tokens (``decay: mae``) or on
+      everything (``decay: all``, GraphMAE); the learning rate absolute (``lr``) or per 256 samples (``base_lr``,
+      linear scaling rule ``lr = base_lr * batch * accum * world / 256``); schedules ``cosine`` (per step, after a
+      linear warm-up), ``constant`` and ``epoch_cosine`` (GraphMAE's per-epoch factor); accumulation, clipping.
+    * A run's length in steps (``max_steps``) or epochs (``epochs``; the last partial batch of an epoch is kept
+      with ``drop_last: false``).
+    * ``precision: auto`` (bf16 only where native) and ``threads: auto`` (free cores; see :mod:`maezoo.runtime`),
+      both reported in the run header and ``env.json``; optional ``torch.compile``; a non-finite loss stops the
+      run (or skips the step) naming the step.
     * DDP/FSDP under ``torchrun`` (NCCL or gloo), identical weights on every rank.
     * Exact resume: every random choice of step ``s`` (masks, drop path, augmentation of each sample) is
       seeded from ``(seed, s, rank)`` and the sample index, so a run resumed from any checkpoint ends with
-      bit-identical weights to one that never stopped. SIGTERM writes a checkpoint, then exits.
+      bit-identical weights to one that never stopped. SIGTERM writes a checkpoint, then exits. A damaged
+      newest checkpoint is reported and the previous complete one used; ``metrics.jsonl`` is cut back to the
+      checkpoint's step, so no step is logged twice.
     * Corrupt samples are skipped and counted; the run stops only past ``max_bad_fraction``.
 
-Shapes: the model takes whatever ``input_fn(batch)`` returns and returns an object with a ``loss``
-tensor and optionally ``losses`` (dict of named terms, each logged).
+Shapes: the model takes whatever ``input_fn(batch)`` returns (a tensor, a dict of views or modalities, a
+PyG batch ...; moved to the device recursively) and returns an object with a ``loss`` tensor and optionally
+``losses`` (dict of named terms, each logged). A model with an ``after_optimizer_step(step)`` method has it
+called after every update (EMA teachers).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
-import os
 import random
 import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,46 +46,70 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from maezoo.config import option
 from maezoo.data.robust import RobustDataset, collate_skip_bad
 from maezoo.engine import checkpoint as ckpt
 from maezoo.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, wrap_model
-from maezoo.engine.logging import MetricsLogger, Progress
-from maezoo.engine.optim import build_optimizer, clip_grad, cosine_lr, scaled_lr, set_lr
-
-Precision = Literal["fp32", "bf16", "fp16"]
+from maezoo.engine.logging import MetricsLogger, Progress, update_env
+from maezoo.optim import Schedule, build_optimizer, clip_grad, scaled_lr, schedule_lr, set_lr
+from maezoo.runtime import resolve_device, resolve_precision, resolve_threads, set_threads, to_device
 
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 1000
+    """The ``trainer:`` section of every recipe (the same keys for every modality)."""
+
+    #: length of the run in optimizer steps; when set it wins over ``epochs``
+    max_steps: int | None = option(1000, ge=1)
+    #: length in epochs (passes over the pre-training set) when ``max_steps`` is null
+    epochs: int | None = option(None, ge=1)
     #: per-process micro-batch size
-    batch_size: int = 64
-    accum_steps: int = 1
+    batch_size: int = option(64, ge=1)
+    accum_steps: int = option(1, ge=1)
     #: learning rate per 256 samples (linear scaling rule); ``lr`` overrides it when set
-    base_lr: float = 1.5e-4
-    lr: float | None = None
-    min_lr: float = 0.0
-    warmup_steps: int = 100
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    clip_grad: float | None = None
-    precision: Precision = "bf16"
+    base_lr: float = option(1.5e-4, gt=0)
+    lr: float | None = option(None, gt=0)
+    min_lr: float = option(0.0, ge=0)
+    schedule: Schedule = "cosine"
+    warmup_steps: int = option(100, ge=0)
+    #: warm-up in epochs (wins over ``warmup_steps`` when set)
+    warmup_epochs: float | None = option(None, ge=0)
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    weight_decay: float = option(0.05, ge=0)
+    #: ``mae``: no decay on norms, biases, position embeddings and tokens; ``all``: decay every parameter
+    decay: Literal["mae", "all"] = "mae"
+    betas: list[float] = option(default_factory=lambda: [0.9, 0.95])
+    clip_grad: float | None = option(None, gt=0)
+    #: ``auto``: bf16 where the device runs it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    #: CPU intra-op threads; ``auto``: the cores free to this process, 1 for small models
+    threads: int | Literal["auto"] = "auto"
     compile: bool = False
     #: ``auto``: cuda if available, else cpu
     device: str = "auto"
     distributed: Literal["ddp", "fsdp"] = "ddp"
-    ckpt_every: int = 500
-    keep_last: int = 2
-    log_every: int = 20
-    num_workers: int = 2
+    #: reshuffle the pre-training set every epoch (else keep its order)
+    shuffle: bool = True
+    #: drop the last incomplete batch of each epoch
+    drop_last: bool = True
+    ckpt_every: int = option(500, ge=1)
+    keep_last: int = option(2, ge=1)
+    log_every: int = option(20, ge=1)
+    num_workers: int = option(2, ge=0)
     #: what to do on a NaN/inf loss: stop with the step number, or skip the update and count it
     nonfinite: Literal["stop", "skip"] = "stop"
-    max_bad_fraction: float = 0.01
+    max_bad_fraction: float = option(0.01, ge=0, le=1)
     progress: bool = True
     #: stop after this many steps of *this process* (tests use it to simulate interruption); 0 = off
-    stop_after: int = 0
+    stop_after: int = option(0, ge=0)
     #: every rank also writes its final weights to ``rank<r>.safetensors`` (to check DDP replicas agree)
     save_all_ranks: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("set trainer.max_steps or trainer.epochs (the length of the run)")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"trainer.betas must be two numbers in [0, 1), got {self.betas}")
 
 
 @dataclass
@@ -88,6 +125,12 @@ class TrainSummary:
     seen_samples: int
     skipped_steps: int
     resumed_from: int | None = None
+    #: steps run by this process (``steps - resumed_from`` after a resume)
+    steps_this_process: int = 0
+    #: pre-training wall time over every process of the run (this one plus those before a resume)
+    total_wall_time_s: float = 0.0
+    precision: str = "fp32"
+    threads: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,19 +144,10 @@ class BadDataError(RuntimeError):
     pass
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: Precision):
+def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
@@ -127,17 +161,21 @@ class StepBatchSampler:
     batches an uninterrupted run would have drawn from there on.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1, start: int = 0) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1, start: int = 0,
+                 shuffle: bool = True, drop_last: bool = True) -> None:
         self.per_rank = n // world
-        self.batches_per_epoch = self.per_rank // batch_size
+        self.batches_per_epoch = self.per_rank // batch_size if drop_last else -(-self.per_rank // batch_size)
         if self.batches_per_epoch < 1:
             raise ValueError(
                 f"dataset of {n} samples is too small for batch_size {batch_size} x {world} process(es); "
-                "lower trainer.batch_size"
+                "lower trainer.batch_size (or set trainer.drop_last=false)"
             )
         self.n, self.bs, self.seed, self.rank, self.world, self.start = n, batch_size, seed, rank, world, start
+        self.shuffle = shuffle
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)[self.rank :: self.world][: self.per_rank]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=g)[self.rank :: self.world][: self.per_rank]
 
@@ -153,8 +191,23 @@ class StepBatchSampler:
 
 
 def default_input(batch: Any) -> Any:
-    """Images with labels arrive as ``(x, y)``; pre-training uses ``x`` only."""
+    """Samples with labels arrive as ``(x, y)``; pre-training uses ``x`` only. Anything else (a dict of views,
+    a PyG batch) is the input as it is."""
     return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+def num_samples(x: Any) -> int:
+    """Samples in a model input: a tensor's first dimension, a PyG batch's graphs, a container's first entry."""
+    if isinstance(x, torch.Tensor):
+        return int(x.shape[0]) if x.dim() else 1
+    n = getattr(x, "num_graphs", None)
+    if isinstance(n, int):
+        return n
+    if isinstance(x, dict) and x:
+        return num_samples(next(iter(x.values())))
+    if isinstance(x, list | tuple) and x:
+        return num_samples(x[0])
+    return 1
 
 
 def _rng_state() -> dict[str, Any]:
@@ -182,18 +235,79 @@ class Trainer:
     def __init__(self, cfg: TrainerConfig, seed: int = 0) -> None:
         self.cfg, self.seed = cfg, seed
         self._sigterm = False
+        self.precision, self.threads = "fp32", torch.get_num_threads()
 
     # -- setup -----------------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, info: DistInfo, start: int) -> DataLoader:
-        sampler = StepBatchSampler(len(dataset), self.cfg.batch_size, self.seed, info.rank, info.world_size, start)  # type: ignore[arg-type]
-        nw = self.cfg.num_workers
+        cfg = self.cfg
+        sampler = StepBatchSampler(len(dataset), cfg.batch_size, self.seed, info.rank, info.world_size, start,  # type: ignore[arg-type]
+                                   shuffle=cfg.shuffle, drop_last=cfg.drop_last)
+        nw = cfg.num_workers
+        collate = functools.partial(collate_skip_bad, collate=getattr(dataset, "collate_fn", None))
         return DataLoader(
-            RobustDataset(dataset), batch_sampler=sampler, num_workers=nw, collate_fn=collate_skip_bad,
+            RobustDataset(dataset), batch_sampler=sampler, num_workers=nw, collate_fn=collate,
             pin_memory=self.device.type == "cuda", persistent_workers=nw > 0, prefetch_factor=4 if nw > 0 else None,
         )
 
     def _on_sigterm(self, signum, frame) -> None:  # noqa: ARG002
         self._sigterm = True
+
+    def plan(self, dataset_len: int, world_size: int = 1) -> tuple[int, int, int]:
+        """``(total steps, steps per epoch, warm-up steps)`` of a run over ``dataset_len`` samples."""
+        cfg = self.cfg
+        per_rank = dataset_len // world_size
+        per_epoch = per_rank // cfg.batch_size if cfg.drop_last else -(-per_rank // cfg.batch_size)
+        steps_per_epoch = max(1, per_epoch // cfg.accum_steps)
+        total = cfg.max_steps if cfg.max_steps is not None else int(cfg.epochs or 1) * steps_per_epoch
+        warmup = cfg.warmup_steps if cfg.warmup_epochs is None else int(round(cfg.warmup_epochs * steps_per_epoch))
+        return total, steps_per_epoch, warmup
+
+    def configure(self, model: nn.Module, dataset: Dataset | None = None,
+                  input_fn: Callable[[Any], Any] = default_input) -> torch.device:
+        """Resolve device, precision and threads (``auto``) for ``model``, and set the threads.
+
+        With ``threads: auto`` on a CPU with more than one free core, one training step on a copy of the model
+        and the first batch of ``dataset`` is timed with 1 thread and with every free core
+        (:func:`maezoo.runtime.resolve_threads`); every random state is restored afterwards, so the run itself is
+        unchanged.
+        """
+        cfg = self.cfg
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        n_params = sum(p.numel() for p in model.parameters())
+        probe = self._probe(model, dataset, input_fn) if dataset is not None else None
+        state = _rng_state()
+        try:
+            self.threads = resolve_threads(cfg.threads, n_params, self.device, probe)
+        finally:
+            _set_rng_state(state)
+        set_threads(self.threads)
+        return self.device
+
+    def _probe(self, model: nn.Module, dataset: Dataset, input_fn: Callable[[Any], Any]) -> Callable[[], None] | None:
+        if self.cfg.threads != "auto" or self.device.type != "cpu":
+            return None
+        n = min(self.cfg.batch_size, len(dataset))  # type: ignore[arg-type]
+        collate = getattr(dataset, "collate_fn", None)
+        from torch.utils.data import default_collate
+
+        state = _rng_state()
+        try:
+            batch = (collate or default_collate)([dataset[i] for i in range(n)])
+        except Exception:  # a probe must never stop a run; the fallback rule applies
+            return None
+        finally:
+            _set_rng_state(state)
+        x = to_device(input_fn(batch), self.device)
+        twin = copy.deepcopy(model).to(self.device).train()
+
+        def step() -> None:
+            with autocast(self.device, self.precision):
+                out = twin(x, generator=torch.Generator().manual_seed(0))
+            out.loss.backward()
+            twin.zero_grad(set_to_none=True)
+
+        return step
 
     # -- the loop --------------------------------------------------------------------------------------
     def fit(
@@ -208,36 +322,43 @@ class Trainer:
         callbacks: list[Callable[[int, nn.Module], dict[str, float] | None]] | None = None,
     ) -> TrainSummary:
         cfg, run_dir = self.cfg, Path(run_dir)
-        self.device = device = resolve_device(cfg.device)
+        device = self.configure(model, dataset, input_fn)
         info = init_distributed(device)
-        if cfg.precision == "fp16" and device.type == "cpu":
-            raise ValueError("trainer.precision=fp16 is for GPUs; use bf16 (or fp32) on CPU")
         model = model.to(device)
         eff_batch = cfg.batch_size * cfg.accum_steps * info.world_size
+        total, steps_per_epoch, warmup = self.plan(len(dataset), info.world_size)  # type: ignore[arg-type]
         peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.base_lr, eff_batch)
-        opt = build_optimizer(model, peak_lr, cfg.weight_decay, tuple(cfg.betas))  # type: ignore[arg-type]
-        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        opt = build_optimizer(model, peak_lr, cfg.weight_decay, tuple(cfg.betas), name=cfg.optimizer,  # type: ignore[arg-type]
+                              decay=cfg.decay)
+        scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
 
-        start_step, resumed_from = 0, None
-        latest = ckpt.latest_checkpoint(run_dir) if resume else None
-        if resume and latest is None:
-            raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {run_dir / ckpt.CKPT_DIR}")
-        if latest is not None:
-            state = ckpt.load_state(latest)
-            ckpt.load_weights_into(model, latest)
+        start_step, resumed_from, prior_wall = 0, None, 0.0
+        counters = {"bad": 0, "seen": 0, "skipped": 0}
+        if resume:
+            latest, state = ckpt.load_latest_valid(run_dir, model)
             opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
             start_step = resumed_from = int(state["step"])
-            counters = state["counters"]
-        else:
-            counters = {"bad": 0, "seen": 0, "skipped": 0}
+            counters = dict(state["counters"])
+            prior_wall = float(counters.pop("wall_s", 0.0))
+            if info.is_main:
+                print(f"resuming from {latest} (step {start_step}/{total})", flush=True)
 
         train_model = torch.compile(model) if cfg.compile else model
         train_model = wrap_model(train_model, info, device, cfg.distributed)
-        logger = MetricsLogger(run_dir, enabled=info.is_main)
-        progress = Progress(cfg.max_steps, start_step, cfg.progress and info.is_main, cfg.log_every)
+        logger = MetricsLogger(run_dir, enabled=info.is_main, resume_step=start_step if resume else None)
+        runtime = {"device": str(device), "precision": self.precision, "precision_setting": cfg.precision,
+                   "threads": self.threads, "threads_setting": cfg.threads, "total_steps": total,
+                   "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr, "effective_batch": eff_batch}
+        if info.is_main:
+            update_env(run_dir, {"runtime": runtime})
+            length = f"{total} steps" + (f" ({cfg.epochs} epochs x {steps_per_epoch})" if cfg.max_steps is None else "")
+            print(f"pre-training: {length}, batch {eff_batch}, lr {peak_lr:.3g}, device {device}, precision "
+                  f"{self.precision} ({cfg.precision}), threads {self.threads} ({cfg.threads})", flush=True)
+        progress = Progress(total, start_step, cfg.progress and info.is_main, cfg.log_every)
         old_handler = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        t_start = time.perf_counter()
 
         def save(step: int) -> None:
             rngs = [_rng_state()]
@@ -246,19 +367,21 @@ class Trainer:
                 torch.distributed.all_gather_object(gathered, rngs[0])
                 rngs = gathered
             if info.is_main:
+                wall = prior_wall + time.perf_counter() - t_start
                 state = {"step": step, "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-                         "counters": dict(counters), "world_size": info.world_size, "effective_batch": eff_batch}
+                         "counters": {**counters, "wall_s": wall}, "world_size": info.world_size,
+                         "effective_batch": eff_batch}
                 ckpt.save_checkpoint(run_dir, step, model, build_spec, state, cfg.keep_last)
             barrier(info)
 
         loader = self._loader(dataset, info, start_step * cfg.accum_steps)
         it = iter(loader)
-        t_start = time.perf_counter()
+        after_step = getattr(model, "after_optimizer_step", None)
         wait_total, loss_val, lr, step, done_here = 0.0, float("nan"), peak_lr, start_step, 0
         win_t, win_samples = time.perf_counter(), 0
         try:
-            while step < cfg.max_steps:
-                lr = cosine_lr(step, cfg.max_steps, peak_lr, cfg.warmup_steps, cfg.min_lr)
+            while step < total:
+                lr = schedule_lr(cfg.schedule, step, total, peak_lr, warmup, cfg.min_lr, steps_per_epoch)
                 set_lr(opt, lr)
                 opt.zero_grad(set_to_none=True)
                 step_losses: dict[str, float] = {}
@@ -276,10 +399,10 @@ class Trainer:
                     s = step_seed(self.seed, step, info.rank, micro)
                     torch.manual_seed(s)
                     gen = torch.Generator(device=device).manual_seed(s)
-                    x = _to_device(input_fn(batch), device)
+                    x = to_device(input_fn(batch), device)
                     sync = micro == cfg.accum_steps - 1 or not info.enabled
                     with (train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else nullcontext()):
-                        with autocast(device, cfg.precision):
+                        with autocast(device, self.precision):
                             out = train_model(x, generator=gen)
                         loss = out.loss / cfg.accum_steps
                         loss_now = float(loss.detach())  # one host sync per micro-step, shared by guard and log
@@ -287,17 +410,21 @@ class Trainer:
                             finite = False
                         step_total += loss_now
                         scaler.scale(loss).backward()
-                    for k, v in getattr(out, "losses", {"loss": out.loss}).items():
-                        step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / cfg.accum_steps
-                    win_samples += len(x) if isinstance(x, torch.Tensor) else 1
+                    terms = getattr(out, "losses", None) or {}
+                    if len(terms) > 1:
+                        for k, v in terms.items():
+                            step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / cfg.accum_steps
+                    win_samples += num_samples(x)
                 self._check_bad(counters)
-                ok = torch.tensor(1.0 if finite else 0.0, device=device)
-                finite = bool(all_reduce_mean(ok, info).item() == 1.0)
+                if info.enabled:
+                    ok = torch.tensor(1.0 if finite else 0.0, device=device)
+                    finite = bool(all_reduce_mean(ok, info).item() == 1.0)
                 if not finite:
                     if cfg.nonfinite == "stop":
                         raise NonFiniteLossError(
-                            f"non-finite loss at step {step} (losses {step_losses}); lower the learning rate, set "
-                            "trainer.clip_grad, use trainer.precision=fp32, or trainer.nonfinite=skip to skip such steps"
+                            f"non-finite loss at step {step} (loss {step_total}, terms {step_losses}); lower the "
+                            "learning rate, set trainer.clip_grad, use trainer.precision=fp32, or "
+                            "trainer.nonfinite=skip to skip such steps"
                         )
                     counters["skipped"] += 1
                     opt.zero_grad(set_to_none=True)
@@ -306,15 +433,17 @@ class Trainer:
                     clip_grad(model.parameters(), cfg.clip_grad)
                     scaler.step(opt)
                     scaler.update()
+                    if after_step is not None:
+                        after_step(step)
                     loss_val = step_total  # the optimised total, whatever terms it sums
                 step += 1
                 done_here += 1
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                if step % cfg.log_every == 0 or step == total:
                     now = time.perf_counter()
                     sps = win_samples * info.world_size / max(now - win_t, 1e-9)
                     metrics = {"loss": loss_val, "lr": lr, "samples_per_s": sps,
                                "data_wait_share": wait_total / max(now - t_start, 1e-9)}
-                    metrics.update({f"loss_{k}": v for k, v in step_losses.items() if len(step_losses) > 1})
+                    metrics.update({f"loss_{k}": v for k, v in step_losses.items()})
                     logger.log(step, metrics, prefix="train/")
                     win_t, win_samples = now, 0
                 progress.update(step, {"loss": loss_val, "lr": lr})
@@ -322,10 +451,10 @@ class Trainer:
                     extra = cb(step, ckpt.unwrap(train_model))
                     if extra:
                         logger.log(step, extra)
-                if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+                if step % cfg.ckpt_every == 0 or step == total:
                     save(step)
                 if self._sigterm:
-                    if step % cfg.ckpt_every:
+                    if step % cfg.ckpt_every and step != total:
                         save(step)
                     print(f"SIGTERM: checkpoint written at step {step}; continue with `maezoo resume {run_dir}`", flush=True)
                     raise SystemExit(143)
@@ -337,7 +466,7 @@ class Trainer:
             if old_handler is not None:
                 signal.signal(signal.SIGTERM, old_handler)
         wall = time.perf_counter() - t_start
-        if step == cfg.max_steps and info.is_main:
+        if step == total and info.is_main:
             ckpt.save_model(model, run_dir, build_spec)
         if cfg.save_all_ranks:
             from safetensors.torch import save_file
@@ -348,7 +477,8 @@ class Trainer:
             steps=step, wall_time_s=wall, samples_per_s=done_here * eff_batch / max(wall, 1e-9),
             data_wait_share=wait_total / max(wall, 1e-9), final_loss=loss_val, lr=peak_lr, effective_batch=eff_batch,
             bad_samples=counters["bad"], seen_samples=counters["seen"], skipped_steps=counters["skipped"],
-            resumed_from=resumed_from,
+            resumed_from=resumed_from, steps_this_process=done_here, total_wall_time_s=prior_wall + wall,
+            precision=self.precision, threads=self.threads,
         )
 
     def _check_bad(self, counters: dict[str, int], final: bool = False) -> None:
@@ -360,18 +490,10 @@ class Trainer:
             )
 
 
-def _to_device(x: Any, device: torch.device) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if hasattr(x, "to"):
-        return x.to(device)
-    return x
-
-
 def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
 
 
-__all__ = ["Trainer", "TrainerConfig", "TrainSummary", "NonFiniteLossError", "BadDataError", "StepBatchSampler"]
+__all__ = ["BadDataError", "NonFiniteLossError", "StepBatchSampler", "Trainer", "TrainerConfig", "TrainSummary", "num_samples"]

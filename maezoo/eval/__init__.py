@@ -11,10 +11,12 @@ Typical chain after pre-training a :class:`~maezoo.core.MaskedAutoencoder` ``mae
     ev.finetune(mae, train_loader, test_loader, 10, ev.FinetuneConfig(trainable_blocks=1))
     ev.from_scratch(builder, train_loader, test_loader, 10, ev.FinetuneConfig(), **builder_kwargs)
 
-Importing this package registers the metrics (kind ``"metric"``): top1, top5, accuracy, mAP, mse, mae.
+Importing this package registers the metrics (kind ``"metric"``): top1, top5, accuracy, mAP, mse, mae; and the
+protocols (kind ``"protocol"``, :mod:`maezoo.eval.protocols`): knn, linprobe, finetune, partial_finetune,
+scratch, node_linprobe, svm. This package imports no engine code (optimisers come from :mod:`maezoo.optim`).
 """
 
-from maezoo.eval import metrics  # noqa: F401  (registers the metrics)
+from maezoo.eval import metrics, protocols  # noqa: F401  (registers the metrics and protocols)
 from maezoo.eval.features import extract_features
 from maezoo.eval.finetune import (
     Classifier,

@@ -11,7 +11,6 @@ Shapes:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,47 +18,32 @@ import torch
 from torch import Tensor, nn
 
 from maezoo.core.mae import Pool
-
-AmpDtype = torch.dtype | str | None
-
-_AMP_NAMES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+from maezoo.runtime import AmpDtype, autocast, model_device, resolve_amp_dtype, to_device  # noqa: F401  (re-exported)
 
 
-def resolve_amp_dtype(amp: AmpDtype) -> torch.dtype | None:
-    """``None``/``"fp32"`` -> ``None``; ``"bf16"``/``"fp16"`` or a ``torch.dtype`` -> that dtype."""
-    if amp is None or isinstance(amp, torch.dtype):
-        return None if amp in (None, torch.float32) else amp
-    if amp in ("fp32", "float32", "none", ""):
-        return None
-    if amp not in _AMP_NAMES:
-        raise ValueError(f"unknown amp setting {amp!r}; use 'bf16', 'fp16', 'fp32' or a torch.dtype")
-    return _AMP_NAMES[amp]
+def split_xy(batch: Any) -> tuple[Any, Any]:
+    """``(input, label)`` of a loader batch: ``(x, y)`` tuples, PyG batches (label ``batch.y``), dicts with
+    ``"label"``."""
+    if isinstance(batch, list | tuple) and len(batch) == 2:
+        return batch[0], batch[1]
+    if isinstance(batch, dict) and "label" in batch:
+        return {k: v for k, v in batch.items() if k != "label"}, batch["label"]
+    y = getattr(batch, "y", None)
+    if y is not None:
+        return batch, y
+    raise ValueError(f"cannot find labels in a batch of type {type(batch).__name__}: give samples as (x, y) tuples, "
+                     "dicts with a 'label' key, or graphs with a `y` attribute")
 
 
-def autocast(device: torch.device | str, amp: AmpDtype) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``amp`` on ``device``'s type, or a no-op for full precision."""
-    dtype = resolve_amp_dtype(amp)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+def make_loader(dataset: Any, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
+                drop_last: bool | None = None) -> Any:
+    """A DataLoader using the dataset's own ``collate_fn`` when it has one (graphs)."""
+    from torch.utils.data import DataLoader
 
-
-def to_device(x: Any, device: torch.device | str) -> Any:
-    """Move a tensor, a container of tensors, or anything with ``.to`` (e.g. a PyG batch) to ``device``."""
-    if isinstance(x, Tensor):
-        return x.to(device, non_blocking=True)
-    if hasattr(x, "to"):
-        return x.to(device)
-    if isinstance(x, dict):
-        return {k: to_device(v, device) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return type(x)(to_device(v, device) for v in x)
-    return x
-
-
-def model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
+                      drop_last=shuffle if drop_last is None else drop_last,
+                      collate_fn=getattr(dataset, "collate_fn", None))
 
 
 @torch.no_grad()
@@ -99,7 +83,8 @@ def extract_features(
     labels: list[Tensor] = []
     seen = 0
     try:
-        for x, y in loader:
+        for batch in loader:
+            x, y = split_xy(batch)
             x = to_device(x, device)
             with autocast(device, amp_dtype):
                 f = model.encode(x, pool)

@@ -20,10 +20,11 @@ Shapes:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -35,9 +36,12 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import Tensor, nn
 
 from maezoo.core.mae import MaskedAutoencoder, Pool, pool_features
-from maezoo.engine.optim import build_optimizer, cosine_lr, scaled_lr, set_lr
-from maezoo.eval.features import autocast, resolve_amp_dtype, to_device
+from maezoo.core.masking import apply_drop
+from maezoo.eval.features import split_xy
 from maezoo.eval.metrics import topk_accuracy
+from maezoo.optim import build_optimizer, cosine_lr, scaled_lr, set_lr
+from maezoo.progress import Progress
+from maezoo.runtime import autocast, resolve_amp_dtype, resolve_precision, to_device
 
 LogFn = Callable[[dict[str, Any]], None]
 
@@ -72,11 +76,20 @@ class FinetuneConfig:
     head_init_std: float = 2e-5
     head_dropout: float = 0.0
     clip_grad: float | None = None
-    amp: Literal["bf16", "fp16", "fp32"] = "bf16"
+    #: ``auto``: bf16 where the device runs it natively, else fp32 (see :mod:`maezoo.runtime`)
+    amp: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    #: a registered masking strategy applied to the input tokens while training (Audio-MAE fine-tunes with
+    #: ``time_frequency`` masking); the hidden tokens are dropped before the encoder. None: off
+    masking: str | None = None
+    masking_args: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     #: evaluate on the test loader every this many epochs, for the log only (None: only at the end)
     eval_every: int | None = None
     log_every: int = 50
+    #: views per test sample, averaged (multi-clip x multi-crop testing); the test set stacks them on dim 1
+    views: int = 1
+    #: print progress with an ETA every ``log_every`` steps (a bar on a terminal)
+    progress: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -103,7 +116,7 @@ class Classifier(nn.Module):
             leaves ``mae`` untouched for the next protocol.
 
     Parameter names are ``tokenizer.*``, ``encoder.*``, ``fc_norm.*`` and ``head.*``, which
-    :func:`maezoo.engine.optim.layer_id_vit` maps to layer ids for layer-wise decay.
+    :func:`maezoo.optim.layer_id_vit` maps to layer ids for layer-wise decay.
     """
 
     def __init__(
@@ -137,6 +150,8 @@ class Classifier(nn.Module):
         nn.init.trunc_normal_(self.head.weight, std=head_init_std)
         nn.init.zeros_(self.head.bias)
         self.drop_path_rates = set_drop_path(self.encoder, drop_path)
+        #: masking strategy applied to the tokens in training mode (see :attr:`FinetuneConfig.masking`)
+        self.input_masking: Any = None
 
     @property
     def blocks(self) -> nn.ModuleList | None:
@@ -150,7 +165,13 @@ class Classifier(nn.Module):
     def features(self, x: Any) -> Tensor:
         """Pooled (and ``fc_norm``-ed) features ``[B, D]`` (``[B, N, D]`` for ``pool="none"``)."""
         tok = self.tokenizer(x)
-        feats = self.encoder(tok.tokens, dict(tok.context))
+        tokens = tok.tokens
+        if self.training and self.input_masking is not None:
+            if self.pool == "none":
+                raise ValueError("fine-tuning with input masking needs pooled features (pool 'cls' or 'mean')")
+            mask = self.input_masking(tokens.shape[0], tok.grid, device=tokens.device)
+            tokens = apply_drop(tokens, mask)
+        feats = self.encoder(tokens, dict(tok.context))
         return self.fc_norm(pool_features(feats, self.num_prefix_tokens, self.pool))
 
     def forward(self, x: Any) -> Tensor:
@@ -199,12 +220,20 @@ def set_drop_path(encoder: nn.Module, drop_path: float) -> list[float]:
     return rates
 
 
-def build_finetune_optimizer(clf: Classifier, cfg: FinetuneConfig, lr: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, with layer-wise decay when the encoder has blocks."""
-    num_layers = clf.num_layers
-    layer_decay = cfg.layer_decay if num_layers is not None else None
+def build_finetune_optimizer(clf: Classifier, cfg: FinetuneConfig, lr: float) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, with layer-wise decay when the encoder has blocks.
+
+    Layer ids come from :func:`maezoo.core.layers.layer_ids`, which ranks the blocks of multi-stage
+    (hierarchical) encoders across stages, and plain ViT blocks as before.
+    """
+    from maezoo.core.layers import layer_ids
+
+    if clf.num_layers is None and not hasattr(clf.encoder, "layer_ids") and not hasattr(clf.encoder, "stages"):
+        return build_optimizer(clf, lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    table, num_layers = layer_ids(clf)
     return build_optimizer(
-        clf, lr, weight_decay=cfg.weight_decay, betas=cfg.betas, layer_decay=layer_decay, num_layers=num_layers
+        clf, lr, weight_decay=cfg.weight_decay, betas=cfg.betas, layer_decay=cfg.layer_decay, num_layers=num_layers,
+        layer_id=lambda name, n: table.get(name, n + 1),
     )
 
 
@@ -220,22 +249,40 @@ def _steps_per_epoch(loader: Any) -> int | None:
         return None
 
 
+def view_logits(model: nn.Module, x: Tensor, views: int) -> Tensor:
+    """Logits averaged over ``views`` views of each sample (video multi-clip x multi-crop testing).
+
+    Shapes:
+        x: ``[B, V, ...]`` (the views of one sample stacked on dim 1) -> ``[B, C]`` log of the mean softmax.
+    """
+    if x.dim() < 2 or x.shape[1] != views:
+        raise ValueError(f"multi-view testing with views={views} expects inputs [B, {views}, ...], got {tuple(x.shape)}; "
+                         "the test dataset must stack the views of each sample on dim 1")
+    b = x.shape[0]
+    logits = model(x.reshape(b * views, *x.shape[2:])).float()
+    probs = logits.softmax(-1).reshape(b, views, -1).mean(1)
+    return probs.clamp_min(1e-12).log()
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable[tuple[Any, Any]], device: torch.device | str = "cpu", amp: str = "fp32"
+    model: nn.Module, loader: Iterable[tuple[Any, Any]], device: torch.device | str = "cpu", amp: str = "fp32",
+    views: int = 1,
 ) -> dict[str, float]:
     """Top-1/top-5 (percent) and mean cross-entropy of ``model`` on ``loader``, in eval mode.
 
-    Per-token logits ``[B, N, C]`` are flattened with their labels; labels ``< 0`` are ignored.
+    Per-token logits ``[B, N, C]`` are flattened with their labels; labels ``< 0`` are ignored. With
+    ``views > 1`` each sample's views (``x[:, v]``) are scored and their softmax averaged.
     """
     was = model.training
     model.eval()
     logits_all, labels_all = [], []
     try:
-        for x, y in loader:
+        for batch in loader:
+            x, y = split_xy(batch)
             x, y = to_device(x, device), torch.as_tensor(y).to(device)
             with autocast(device, amp):
-                logits = model(x)
+                logits = view_logits(model, x, views) if views > 1 else model(x)
             logits, y = logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1).long()
             keep = y >= 0
             logits_all.append(logits[keep].cpu())
@@ -277,10 +324,16 @@ def train_classifier(
     Seeds torch's and NumPy's global generators with ``cfg.seed`` (timm's Mixup uses NumPy's).
     """
     t0 = time.perf_counter()
+    if cfg.amp == "auto":
+        cfg = dataclasses.replace(cfg, amp=resolve_precision("auto", device))
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)  # timm's Mixup draws from NumPy's global generator
     clf.to(device)
     clf.freeze_for_partial(cfg.trainable_blocks)
+    if cfg.masking:
+        from maezoo.registry import build
+
+        clf.input_masking = build("masking", cfg.masking, **cfg.masking_args)
     steps_per_epoch = _steps_per_epoch(train_loader)
     if steps_per_epoch is None and cfg.max_steps is None:
         raise ValueError("the train loader has no len(); set FinetuneConfig.max_steps")
@@ -307,10 +360,12 @@ def train_classifier(
     clf.train()
     step, epoch, loss_val = 0, 0, float("nan")
     used_mixup = False
+    progress = Progress(total, 0, cfg.progress, cfg.log_every, desc="finetune")
     while step < total:
-        for x, y in train_loader:
+        for batch in train_loader:
             if step >= total:
                 break
+            x, y = split_xy(batch)
             x, y = to_device(x, device), torch.as_tensor(y).to(device)
             set_lr(opt, cosine_lr(step, total, lr, warmup, cfg.min_lr))
             is_image = isinstance(x, Tensor) and x.dim() == 4
@@ -353,13 +408,15 @@ def train_classifier(
                     raise FloatingPointError(f"fine-tuning diverged at step {step} (loss {loss_val}); lower the lr")
                 if log is not None:
                     log({"step": step, "epoch": epoch, "loss": loss_val, "lr": opt.param_groups[-1]["lr"]})
+                progress.update(step, {"loss": loss_val})
         epoch += 1
         if cfg.eval_every and test_loader is not None and epoch % cfg.eval_every == 0 and step < total and log:
             log({"step": step, "epoch": epoch, **{f"test_{k}": v for k, v in evaluate(clf, test_loader, device, cfg.amp).items()}})
 
+    progress.close()
     out: dict[str, Any] = {"steps": step, "epochs": epoch, "lr": lr, "train_loss": loss_val, "mixup": used_mixup}
     if test_loader is not None:
-        res = evaluate(clf, test_loader, device, cfg.amp)
+        res = evaluate(clf, test_loader, device, cfg.amp, cfg.views)
         out.update(top1=res["top1"], top5=res["top5"], test_loss=res["loss"])
     out["wall_time_s"] = time.perf_counter() - t0
     return out

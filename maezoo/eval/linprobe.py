@@ -29,8 +29,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from maezoo.engine.optim import cosine_lr, scaled_lr, set_lr
 from maezoo.eval.metrics import topk_accuracy
+from maezoo.optim import cosine_lr, scaled_lr, set_lr
 
 
 class LARS(torch.optim.Optimizer):

@@ -3,30 +3,71 @@
 Where data comes from (first hit wins):
     1. ``<root>/<Name>/raw`` already present (``root`` defaults to ``data_root()/planetoid`` or
        ``data_root()/tu``, ``data_root()`` being ``$MAEZOO_DATA``);
-    2. ``source`` (a folder holding ``Cora/raw/`` or ``NAME.zip``), else ``../shared/data`` next to the
-       repository root: the files are copied (never written in place) into ``root``;
+    2. ``source`` (a folder holding ``Cora/raw/`` or ``NAME.zip``; when given and lacking them:
+       ``FileNotFoundError``), else ``$MAEZOO_SHARED_DATA`` or ``../shared/data`` next to the repository
+       root: the files are checked and copied (never written in place) into ``root``;
     3. otherwise PyG downloads them (users with a network; tests never reach this branch).
+
+A missing, empty, truncated or corrupt file raises ``DatasetFileError`` (a ``ValueError``) naming the file
+(or the archive it came from) and the fix; copied ``raw/`` and half-written ``processed/`` folders are removed.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-import zipfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from maezoo.config import data_root
+from maezoo.data.sources import (
+    SHARED_COPY_FIX,
+    DatasetFileError,
+    dataset_file_error,
+    extract_archive,
+    shared_data_dirs,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_DEGREE = 400  # GraphMAE's cap for one-hot degree features
+PLANETOID_FILES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")  # ind.<name>.<file>
+TU_FILES = ("A", "graph_indicator", "graph_labels")  # NAME_<file>.txt: PyG needs the first two, we the labels
+T = TypeVar("T")
 
 
 def shared_data_dir() -> Path:
-    return REPO_ROOT.parent / "shared" / "data"
+    """``$MAEZOO_SHARED_DATA`` if set, else ``shared/data`` beside the repository."""
+    return shared_data_dirs()[0]
+
+
+def _source_dirs(source: str | Path | None, sub: str) -> list[Path]:
+    """Where to look for raw files: only ``source`` when given, else every ``shared/data/<sub>`` candidate."""
+    if source is not None:
+        return [Path(source)]
+    return list(dict.fromkeys(b / sub for b in shared_data_dirs()))
+
+
+def _fix_for(origin: Path | None, raw: Path) -> str:
+    """How to repair a bad raw file: replace the origin it was copied from, or delete the data-root copy."""
+    if origin is not None:
+        return ("replace it with an intact copy (the shared data folder lists checksums in SHA256SUMS), "
+                "or point `source` (or MAEZOO_SHARED_DATA) at a folder holding a good one")
+    return f"delete {raw} and run again to copy or download the files afresh"
+
+
+def _check_files(folder: Path, names: list[str], fix: str) -> None:
+    """Every file in ``names`` must exist in ``folder`` and be non-empty."""
+    for n in names:
+        f = folder / n
+        if not f.is_file():
+            raise dataset_file_error(f, "missing", fix)
+        if f.stat().st_size == 0:
+            raise dataset_file_error(f, "empty (0 bytes)", fix)
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -39,11 +80,78 @@ def _copy_tree(src: Path, dst: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _copy_raw(src: Path, dst: Path, names: list[str]) -> None:
+    """Copy the raw folder ``src`` to ``dst`` after checking that it holds every file of ``names``.
+
+    (A raw folder lacking a file would otherwise make PyG download the rest.)
+    """
+    _check_files(src, names, _fix_for(src, dst))
+    _copy_tree(src, dst)
+
+
+def _load_pyg(make: Callable[[], T], folder: Path, fresh_raw: bool,
+              diagnose: Callable[[Exception], DatasetFileError | None], retry: bool = True) -> T:
+    """``make()`` (a PyG dataset reading ``folder/raw`` and writing ``folder/processed``), cleaning up on failure.
+
+    On any error the (possibly half-written) ``processed/`` folder is removed, and so is ``raw/`` when this
+    call created it, so that the next attempt starts clean. Stale processed files from an earlier run are
+    rebuilt once from the raw files; otherwise ``diagnose(exc)`` names the bad raw file when it can (raised
+    as :class:`DatasetFileError`), else the original error propagates.
+    """
+    had_processed = (folder / "processed").exists()
+    try:
+        return make()
+    except Exception as exc:
+        shutil.rmtree(folder / "processed", ignore_errors=True)
+        if retry and had_processed and not fresh_raw:
+            return _load_pyg(make, folder, fresh_raw, diagnose, retry=False)
+        err = diagnose(exc)
+        if fresh_raw:
+            shutil.rmtree(folder / "raw", ignore_errors=True)
+        if err is not None:
+            raise err from exc
+        raise
+
+
+def _where(raw_file: Path, origin: Path | None) -> str:
+    """How to name a raw file in an error: its origin (folder or archive member) when it was copied."""
+    if origin is None:
+        return str(raw_file)
+    return str(origin / raw_file.name) if origin.is_dir() else f"{origin} (member {raw_file.name})"
+
+
+def _planetoid_problem(raw: Path, name: str, origin: Path | None) -> DatasetFileError | None:
+    """The first raw Planetoid file that PyG cannot parse, as an error naming it (None if all parse)."""
+    from torch_geometric.io.planetoid import read_file
+
+    files = [raw / f"ind.{name.lower()}.{part}" for part in PLANETOID_FILES]
+    if not all(f.is_file() for f in files):  # e.g. a failed download: nothing to diagnose
+        return None
+    for f, part in zip(files, PLANETOID_FILES):
+        try:
+            read_file(str(raw), name, part)
+        except Exception as exc:  # noqa: BLE001 - any parse failure means this file is bad
+            return dataset_file_error(_where(f, origin), "unreadable, probably truncated or corrupt "
+                                      f"({type(exc).__name__}: {exc})", _fix_for(origin, raw))
+    return None
+
+
+def _planetoid_origin(cand: Path, name: str) -> Path | None:
+    """``cand/<Name>/raw``, or ``cand/raw`` when ``cand`` is itself the dataset's folder."""
+    if (cand / name / "raw").is_dir():
+        return cand / name / "raw"
+    if (cand / "raw").is_dir() and cand.name.lower() == name.lower():
+        return cand / "raw"
+    return None
+
+
 def load_planetoid(name: str = "Cora", root: str | Path | None = None, source: str | Path | None = None,
                    normalize_features: bool = True):
     """The Planetoid graph with its public split, features row-normalised, self-loops removed.
 
-    (The tokenizer adds one self-loop per node, as GraphMAE's loader does.)
+    (The tokenizer adds one self-loop per node, as GraphMAE's loader does.) A missing, empty or corrupt raw
+    file raises :class:`DatasetFileError` naming it, and leaves no copied ``raw/`` or half-written
+    ``processed/`` folder behind.
     """
     import torch_geometric.transforms as T
     from torch_geometric.datasets import Planetoid
@@ -51,34 +159,65 @@ def load_planetoid(name: str = "Cora", root: str | Path | None = None, source: s
 
     root = Path(root) if root is not None else data_root() / "planetoid"
     raw = root / name / "raw"
-    if not raw.is_dir():
-        for cand in ([Path(source)] if source else []) + [shared_data_dir() / "planetoid"]:
-            if (cand / name / "raw").is_dir():
-                _copy_tree(cand / name / "raw", raw)
-                break
-            if (cand / "raw").is_dir() and cand.name.lower() == name.lower():
-                _copy_tree(cand / "raw", raw)
-                break
-    ds = Planetoid(str(root), name, transform=T.NormalizeFeatures() if normalize_features else None)
+    fresh = not raw.is_dir()
+    origin: Path | None = None
+    if fresh:
+        origin = next(filter(None, (_planetoid_origin(c, name) for c in _source_dirs(source, "planetoid"))), None)
+        if origin is not None:
+            _copy_raw(origin, raw, [f"ind.{name.lower()}.{part}" for part in PLANETOID_FILES])
+        elif source is not None:
+            raise FileNotFoundError(f"{source}: holds no {name}/raw/ folder with the Planetoid files; pass a "
+                                    f"folder holding {name}/raw/ind.{name.lower()}.*, or no source to download")
+    transform = T.NormalizeFeatures() if normalize_features else None
+    ds = _load_pyg(lambda: Planetoid(str(root), name, transform=transform), root / name, fresh,
+                   lambda _exc: _planetoid_problem(raw, name, origin))
     data = ds[0]
     data.edge_index = remove_self_loops(data.edge_index)[0]
     data.num_classes = int(ds.num_classes)
     return data
 
 
-def extract_tu_zip(zip_path: Path, name: str, raw: Path) -> None:
-    """Unpack ``NAME.zip`` (holding ``NAME/NAME_*.txt``) into ``raw`` via a temporary folder."""
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=raw.parent, prefix=".tmp-"))
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(tmp)
-        files = list(tmp.rglob(f"{name}_A.txt"))
+def _tu_file_problem(folder: Path, name: str) -> tuple[Path, str] | None:
+    """The first bad TU file in ``folder`` and what is wrong with it, or None.
+
+    The needed files must exist and be non-empty, and every ``NAME_*.txt`` must end with a newline: PyG
+    silently drops an incomplete last line, so a truncated file would otherwise load as a smaller dataset.
+    """
+    for part in TU_FILES:
+        f = folder / f"{name}_{part}.txt"
+        if not f.is_file():
+            return f, "missing"
+        if f.stat().st_size == 0:
+            return f, "empty (0 bytes)"
+    for f in sorted(folder.glob(f"{name}_*.txt")):
+        with f.open("rb") as fh:
+            fh.seek(-1, 2)
+            if fh.read(1) != b"\n":
+                return f, "its last line is incomplete (no final newline), so the file is probably truncated"
+    return None
+
+
+def _tu_layout(name: str) -> Callable[[Path], Path]:
+    """For :func:`extract_archive`: the folder of an extracted TU zip holding ``NAME_A.txt`` and the rest."""
+    def pick(tmp: Path) -> Path:
+        files = sorted(tmp.rglob(f"{name}_A.txt"))
         if not files:
-            raise ValueError(f"{zip_path} holds no {name}_A.txt; expected the TU layout NAME/NAME_A.txt ...")
-        files[0].parent.replace(raw)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            raise ValueError(f"holds no {name}_A.txt; expected the TU layout {name}/{name}_A.txt, "
+                             f"{name}_graph_indicator.txt, {name}_graph_labels.txt")
+        bad = _tu_file_problem(files[0].parent, name)
+        if bad is not None:
+            raise ValueError(f"member {bad[0].relative_to(tmp)}: {bad[1]}")
+        return files[0].parent
+    return pick
+
+
+def extract_tu_zip(zip_path: Path, name: str, raw: Path, *, fix: str = SHARED_COPY_FIX) -> None:
+    """Unpack ``NAME.zip`` (holding ``NAME/NAME_*.txt``) into ``raw`` via a temporary folder.
+
+    An empty, truncated or corrupt zip, or one without the TU files, raises :class:`DatasetFileError`
+    naming it (with ``fix``); nothing is left behind.
+    """
+    extract_archive(Path(zip_path), raw, fix, _tu_layout(name))
 
 
 def degree_features(graphs: list, max_degree: int = MAX_DEGREE) -> int:
@@ -95,26 +234,55 @@ def degree_features(graphs: list, max_degree: int = MAX_DEGREE) -> int:
     return width
 
 
+def _tu_problem(raw: Path, name: str, origin: Path | None, exc: Exception) -> DatasetFileError | None:
+    """The first TU raw file that PyG cannot parse, else the set as a whole, as an error (None: no files)."""
+    from torch_geometric.io.tu import read_file
+
+    if not all((raw / f"{name}_{part}.txt").is_file() for part in TU_FILES[:2]):  # e.g. a failed download
+        return None
+    fix = _fix_for(origin, raw)
+    for f in sorted(raw.glob(f"{name}_*.txt")):
+        try:
+            read_file(str(raw), name, f.stem[len(name) + 1:])
+        except Exception as err:  # noqa: BLE001 - any parse failure means this file is bad
+            return dataset_file_error(_where(f, origin), f"unreadable ({type(err).__name__}: {err})", fix)
+    return dataset_file_error(origin or raw, "the TU files do not fit together, one is probably truncated "
+                              f"(PyG's TUDataset failed with {type(exc).__name__}: {exc})", fix)
+
+
 def load_tu(name: str, root: str | Path | None = None, source: str | Path | None = None,
             max_degree: int = MAX_DEGREE) -> tuple[list, int, int]:
     """A TU dataset as a list of ``Data`` with features: ``(graphs, num_features, num_classes)``.
 
     Node labels one-hot (PyG's default ``x``) where the set has them, else one-hot degrees (IMDB-BINARY).
+    A bad zip or raw file raises :class:`DatasetFileError` naming it, with nothing half-written left behind.
     """
     from torch_geometric.datasets import TUDataset
     from torch_geometric.utils import remove_self_loops
 
     root = Path(root) if root is not None else data_root() / "tu"
     raw = root / name / "raw"
-    if not raw.is_dir():
-        for cand in ([Path(source)] if source else []) + [shared_data_dir() / "tu"]:
+    fresh = not raw.is_dir()
+    origin: Path | None = None
+    if fresh:
+        for cand in _source_dirs(source, "tu"):
             if (cand / f"{name}.zip").is_file():
-                extract_tu_zip(cand / f"{name}.zip", name, raw)
+                origin = cand / f"{name}.zip"
+                extract_tu_zip(origin, name, raw, fix=_fix_for(origin, raw))
                 break
             if (cand / name / "raw").is_dir():
-                _copy_tree(cand / name / "raw", raw)
+                origin = cand / name / "raw"
+                bad = _tu_file_problem(origin, name)
+                if bad is not None:
+                    raise dataset_file_error(bad[0], bad[1], _fix_for(origin, raw))
+                _copy_tree(origin, raw)
                 break
-    ds = TUDataset(str(root), name)
+        else:
+            if source is not None:
+                raise FileNotFoundError(f"{source}: holds neither {name}.zip nor {name}/raw/; pass a folder "
+                                        "holding one of them, or no source to download")
+    ds = _load_pyg(lambda: TUDataset(str(root), name), root / name, fresh,
+                   lambda exc: _tu_problem(raw, name, origin, exc))
     graphs = [ds[i] for i in range(len(ds))]
     if any(g.x is None for g in graphs):
         width = degree_features(graphs, max_degree)

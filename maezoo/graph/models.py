@@ -312,10 +312,13 @@ def graphmae(
     loss: str = "sce",
     alpha: float = 3.0,
     mlp_hidden: int | None = None,
+    decode_masked_only: bool = True,
 ) -> MaskedAutoencoder:
     """GraphMAE as a :class:`MaskedAutoencoder` (defaults: the paper's Cora configuration).
 
     ``decoder``: ``gat`` or ``gin`` (one GNN layer, re-mask), ``mlp`` or ``linear`` (ablation).
+    ``decode_masked_only``: the GAT decoder passes messages only into hidden nodes, the only rows the loss
+    reads (the same loss and gradients, half the decoder's cost at mask ratio 0.5).
     """
     tok = GraphNodeTokenizer(in_dim)
     if encoder == "gat":
@@ -327,7 +330,7 @@ def graphmae(
         raise ValueError(f"encoder must be 'gat' or 'gin', got {encoder!r}")
     if decoder in ("gat", "gin"):
         dec: nn.Module = GNNDecoder(hidden, in_dim, decoder, out_heads, feat_drop, attn_drop, negative_slope, norm,
-                                    activation)
+                                    activation, masked_only=decode_masked_only)
     elif decoder == "mlp":
         dec = MLPDecoder(hidden, in_dim, mlp_hidden or hidden, activation=activation)
     elif decoder == "linear":

@@ -10,7 +10,9 @@ The graph structure travels in :attr:`Tokens.context`:
         per graph so that full-batch training builds it once;
     ``batch``: ``[N]`` graph id of each node (zeros for a single graph);
     ``num_graphs``: number of graphs in the batch;
-    ``num_nodes``: ``N``.
+    ``num_nodes``: ``N``;
+    ``segment_ids``/``num_segments``: the same as ``batch``/``num_graphs`` under the core's names, so
+        ``model.encode(data, pool="mean"|"max"|"sum")`` returns one row per graph, ``[num_graphs, D]``.
 
 Bad input fails in :meth:`validate` with a ``ValueError`` naming the problem:
     * no node features (``x is None``): build features first, e.g. with
@@ -109,7 +111,8 @@ class GraphNodeTokenizer(Tokenizer):
         return (_graph_parts(x)[3],)
 
     def structure(self, x: Any) -> dict[str, Any]:
-        """The context: cached self-loop ``edge_index``, ``batch``, ``num_graphs``, ``num_nodes``."""
+        """The context: cached self-loop ``edge_index``, ``batch``, ``num_graphs``, ``num_nodes``, and
+        ``segment_ids``/``num_segments`` (= ``batch``/``num_graphs``) for per-graph pooling."""
         feats, ei, batch, n = _graph_parts(x)
         ei = ei.long()
         if self.self_loops:
@@ -126,7 +129,8 @@ class GraphNodeTokenizer(Tokenizer):
             num_graphs = 1
         else:
             num_graphs = int(getattr(x, "num_graphs", 0) or (int(batch.max()) + 1 if n else 0))
-        return {"edge_index": ei, "batch": batch, "num_graphs": num_graphs, "num_nodes": n}
+        return {"edge_index": ei, "batch": batch, "num_graphs": num_graphs, "num_nodes": n,
+                "segment_ids": batch, "num_segments": num_graphs}
 
     def forward(self, x: Any) -> Tokens:
         feats = _graph_parts(x)[0]

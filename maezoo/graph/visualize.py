@@ -1,11 +1,18 @@
-"""2-D projection of node embeddings coloured by class, saved as PNG (matplotlib, Agg backend)."""
+"""Graph figures: a 2-D projection (t-SNE or PCA) of node embeddings coloured by class, saved as PNG.
+
+Registered as the ``graph_nodes`` visualiser, which ``maezoo visualize RUN`` and the pre-training system call
+with the model and the dataset.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
+
+from maezoo.registry import register
 
 
 def project_2d(emb: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
@@ -44,3 +51,20 @@ def plot_embeddings(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray, path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+@register("visualizer", "graph_nodes")
+def visualize_graph(model, dataset, path: str | Path, num: int = 8, seed: int = 0, method: str = "tsne") -> Path:  # noqa: ARG001
+    """t-SNE of the frozen node embeddings of ``dataset[0]`` (a node-classification graph) or of the first
+    graphs of a graph-classification set, coloured by node label (or graph label)."""
+    g = dataset[0]
+    model.eval()
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        emb = model.encode(g.to(dev), pool="none")[0].float().cpu()
+    labels = g.y if g.y is not None and g.y.numel() == emb.shape[0] else torch.zeros(emb.shape[0], dtype=torch.long)
+    method = method if emb.shape[0] > 5 else "pca"
+    return plot_embeddings(emb, labels, path, method=method, title=f"node embeddings ({method})")
+
+
+visualize_graph.filename = "embeddings.png"  # type: ignore[attr-defined]  (name of the figure in a run folder)

@@ -12,6 +12,8 @@ normalisation.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -21,7 +23,7 @@ from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
 from maezoo.config import data_root
-from maezoo.data.sources import extract_tar, find_shared_data
+from maezoo.data.sources import SHARED_COPY_FIX, dataset_file_error, extract_tar, find_shared_data
 from maezoo.registry import register
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -64,15 +66,42 @@ def _transform(kind: str, size: int, mean, std):
     return TRANSFORMS[kind](size, mean, std)
 
 
+CIFAR10_TAR = "cifar10/cifar10-jpg.tar"
+
+
+def _cifar_layout(folder: Path) -> Path:
+    """``folder`` if it holds ``train/<class>/`` and ``test/<class>/`` with the same non-empty classes."""
+    for split in ("train", "test"):
+        if not (folder / split).is_dir():
+            raise ValueError(f"no {split}/ folder; expected the ImageFolder layout train/<class>/*.jpg and test/<class>/*.jpg")
+    classes: dict[str, list[str]] = {}
+    for split in ("train", "test"):
+        classes[split] = sorted(d.name for d in (folder / split).iterdir() if d.is_dir() and any(d.iterdir()))
+        if not classes[split]:
+            raise ValueError(f"{split}/ holds no class folders with images")
+    if classes["train"] != classes["test"]:
+        raise ValueError(f"train/ and test/ hold different classes ({classes['train']} vs {classes['test']})")
+    return folder
+
+
 def cifar10_folder(root: str | Path | None = None, download: bool = True) -> Path:
-    """The CIFAR-10 ImageFolder root (with ``train/`` and ``test/``), preparing it if needed."""
+    """The CIFAR-10 ImageFolder root (with ``train/`` and ``test/``), preparing it if needed.
+
+    An unusable archive or folder raises :class:`DatasetFileError` (a ``ValueError``) naming it and the fix.
+    """
     base = Path(root) if root else data_root()
     folder = base / "cifar10"
-    if (folder / "train").is_dir() and (folder / "test").is_dir():
-        return folder
-    tar = find_shared_data("cifar10/cifar10-jpg.tar")
+    if folder.exists():
+        try:
+            return _cifar_layout(folder)
+        except ValueError as exc:
+            raise dataset_file_error(folder, f"incomplete CIFAR-10 folder: {exc}",
+                                     "delete this folder and run again to prepare it afresh") from exc
+    tar = find_shared_data(CIFAR10_TAR)
     if tar is not None:
-        return extract_tar(tar, base, "cifar10")
+        fix = (f"{SHARED_COPY_FIX}; or set MAEZOO_DATA to a folder already holding cifar10/train and "
+               "cifar10/test")
+        return extract_tar(tar, base, "cifar10", fix=fix, pick=_cifar_layout)
     if not download:
         raise FileNotFoundError(
             f"CIFAR-10 not found under {folder}; set MAEZOO_DATA to a folder holding cifar10/train and cifar10/test, "
@@ -82,19 +111,31 @@ def cifar10_folder(root: str | Path | None = None, download: bool = True) -> Pat
 
 
 def _download_cifar10_as_folder(base: Path) -> Path:
-    """Fetch the official archive with torchvision and write it out as PNG files in ImageFolder layout."""
+    """Fetch the official archive with torchvision and write it out as PNG files in ImageFolder layout.
+
+    The PNG files are written into a temporary folder that is renamed into place only when complete (and
+    removed on failure).
+    """
     raw = base / "cifar10-official"
     folder = base / "cifar10"
-    tmp = base / ".cifar10.tmp"
-    for split, train in (("train", True), ("test", False)):
-        ds = datasets.CIFAR10(raw, train=train, download=True)
-        counts: dict[int, int] = {}
-        for img, y in ds:
-            d = tmp / split / ds.classes[y]
-            d.mkdir(parents=True, exist_ok=True)
-            counts[y] = counts.get(y, 0) + 1
-            img.save(d / f"{counts[y] - 1:04d}.png")
-    tmp.rename(folder)
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=".cifar10.tmp-"))
+    try:
+        for split, train in (("train", True), ("test", False)):
+            try:
+                ds = datasets.CIFAR10(raw, train=train, download=True)
+            except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
+                raise dataset_file_error(raw, f"the downloaded CIFAR-10 files are unusable ({exc})",
+                                         "delete this folder and run again to download them afresh") from exc
+            counts: dict[int, int] = {}
+            for img, y in ds:
+                d = tmp / split / ds.classes[y]
+                d.mkdir(parents=True, exist_ok=True)
+                counts[y] = counts.get(y, 0) + 1
+                img.save(d / f"{counts[y] - 1:04d}.png")
+        tmp.replace(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -1,12 +1,20 @@
-"""Image MAE builders: ViT-Tiny/Small/Base/Large/Huge encoders with the paper's decoder (8 x 512)."""
+"""Image MAE builders: ViT-Tiny/Small/Base/Large/Huge encoders with the paper's decoder (8 x 512).
+
+All of them build through the generic :func:`maezoo.core.builder.mae` (model ``mae``), with the image
+patch tokenizer by default; ``tokenizer=`` swaps in any other registered tokenizer.
+"""
 
 from __future__ import annotations
 
-from maezoo.core.decoder import TransformerDecoder
-from maezoo.core.encoder import ViTEncoder
-from maezoo.core.mae import MaskedAutoencoder
-from maezoo.image.tokenizer import PatchTokenizer
-from maezoo.registry import build, check_kwargs, register
+from typing import Any
+
+from maezoo.core.builder import accepts, mae
+from maezoo.core.mae import MaskedAutoencoder, MaskMode
+from maezoo.image import tokenizer as _image_tokenizer  # noqa: F401  (registers tokenizer "image")
+from maezoo.registry import check_kwargs, get, register
+
+#: the image tokenizer options mae_vit takes directly, with their defaults
+_IMAGE_DEFAULTS: dict[str, Any] = {"img_size": 224, "patch_size": 16, "in_chans": 3}
 
 
 @register("model", "mae_vit")
@@ -25,19 +33,37 @@ def mae_vit(
     drop_path: float = 0.0,
     masking: str = "random",
     mask_ratio: float = 0.75,
-    mask_mode: str = "drop",
+    mask_mode: MaskMode = "drop",
     norm_pix_loss: bool = True,
     loss: str = "mse",
+    tokenizer: str = "image",
+    tokenizer_args: dict[str, Any] | None = None,
 ) -> MaskedAutoencoder:
-    """Any-size image MAE. ``masking`` names a registered strategy taking ``ratio`` (random, block, coarse)."""
-    tok = PatchTokenizer(embed_dim, patch_size, in_chans, img_size)
-    enc = ViTEncoder(embed_dim, depth, num_heads, mlp_ratio, cls_token=cls_token, drop_path=drop_path)
-    dec = TransformerDecoder(
-        embed_dim, tok.target_dim, decoder_dim, decoder_depth, decoder_heads, mlp_ratio,
-        num_prefix_tokens=enc.num_prefix_tokens,
+    """Any-size image MAE. ``masking`` names a registered strategy taking ``ratio`` (random, block, coarse).
+
+    ``tokenizer`` names any registered tokenizer (default: the patch tokenizer ``image``); ``img_size``,
+    ``patch_size`` and ``in_chans`` go to it when its constructor takes them (changing one it does not take
+    is an error), and ``tokenizer_args`` adds or overrides its other options. Everything else is
+    :func:`maezoo.core.builder.mae`'s, with ``norm_pix_loss`` choosing the ``norm`` or ``raw`` target.
+
+    Shapes:
+        x ``[B, in_chans, H, W]`` (image tokenizer) -> pred/target ``[B, H*W/patch**2, patch**2*in_chans]``
+    """
+    given = {"img_size": img_size, "patch_size": patch_size, "in_chans": in_chans}
+    factory = get("tokenizer", tokenizer)
+    tok_args: dict[str, Any] = {}
+    for key, value in given.items():
+        if accepts(factory, key):
+            tok_args[key] = value
+        elif value != _IMAGE_DEFAULTS[key]:
+            raise TypeError(f"mae_vit: tokenizer {tokenizer!r} takes no {key!r}; leave {key} at its default")
+    tok_args.update(tokenizer_args or {})
+    return mae(
+        tokenizer=tokenizer, tokenizer_args=tok_args, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+        mlp_ratio=mlp_ratio, cls_token=cls_token, drop_path=drop_path, decoder_dim=decoder_dim,
+        decoder_depth=decoder_depth, decoder_heads=decoder_heads, masking=masking, mask_ratio=mask_ratio,
+        mask_mode=mask_mode, target="norm" if norm_pix_loss else "raw", loss=loss,
     )
-    strategy = build("masking", masking, ratio=mask_ratio)
-    return MaskedAutoencoder(tok, enc, dec, strategy, target="norm" if norm_pix_loss else "raw", loss=loss, mask_mode=mask_mode)
 
 
 _SIZES = {  # name: (patch, dim, depth, heads)
@@ -50,9 +76,12 @@ _SIZES = {  # name: (patch, dim, depth, heads)
 
 
 def _make(patch: int, dim: int, depth: int, heads: int):
-    def builder(**kwargs) -> MaskedAutoencoder:
+    def builder(**kwargs: Any) -> MaskedAutoencoder:
         check_kwargs(mae_vit, kwargs, "image MAE builder")
-        return mae_vit(**{"patch_size": patch, "embed_dim": dim, "depth": depth, "num_heads": heads, **kwargs})
+        sized: dict[str, Any] = {"embed_dim": dim, "depth": depth, "num_heads": heads}
+        if accepts(get("tokenizer", kwargs.get("tokenizer", "image")), "patch_size"):
+            sized["patch_size"] = patch
+        return mae_vit(**{**sized, **kwargs})
 
     builder.__doc__ = f"MAE ViT (patch {patch}, {dim} x {depth} blocks, {heads} heads), decoder 8 x 512; kwargs as mae_vit."
     return builder

@@ -1,6 +1,6 @@
-"""Downstream protocols of GraphMAE on frozen embeddings.
+"""Downstream protocols on frozen graph embeddings (GraphMAE's): node-level linear probe, graph-level SVM.
 
-* :func:`linear_probe`: node classification; a logistic regression (one linear layer, Adam, full batch)
+* :func:`node_linear_probe`: node classification; a logistic regression (one linear layer, Adam, full batch)
   trained on the public train split for ``epochs`` epochs; the test accuracy at the epoch with the best
   validation accuracy is reported (GraphMAE's "early-stopping" figure), the last epoch's too.
 * :func:`svm_cv`: graph classification; pooled graph embeddings, 10-fold stratified CV (shuffled,
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def linear_probe(emb: Tensor, y: Tensor, train_mask: Tensor, val_mask: Tensor, test_mask: Tensor, *,
+def node_linear_probe(emb: Tensor, y: Tensor, train_mask: Tensor, val_mask: Tensor, test_mask: Tensor, *,
                  lr: float = 0.01, weight_decay: float = 1e-4, epochs: int = 300, seed: int = 0) -> dict[str, float]:
     """Accuracies (in %) of a logistic regression on frozen node embeddings ``emb`` ``[N, D]``."""
     if int(train_mask.sum()) == 0:
@@ -68,13 +68,3 @@ def svm_cv(x: np.ndarray, y: np.ndarray, *, folds: int = 10, c_grid: tuple[float
         clf.fit(x[tr], y[tr])
         accs.append(float((clf.predict(x[te]) == y[te]).mean()) * 100)
     return float(np.mean(accs)), float(np.std(accs))
-
-
-def pool_graphs(node_emb: Tensor, batch: Tensor, num_graphs: int, pooling: str = "mean") -> Tensor:
-    """``[N, D]`` node embeddings -> ``[num_graphs, D]`` by ``mean``/``max``/``sum`` (PyG global pooling)."""
-    from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
-
-    pools = {"mean": global_mean_pool, "max": global_max_pool, "sum": global_add_pool}
-    if pooling not in pools:
-        raise ValueError(f"pooling must be one of {list(pools)}, got {pooling!r}")
-    return pools[pooling](node_emb, batch, size=num_graphs)

@@ -1,0 +1,168 @@
+"""The generic MAE builder, registered as model ``mae``: any registered tokenizer, by name, with the ViT
+encoder and MAE's transformer decoder.
+
+A new modality only has to register a :class:`~maezoo.core.tokenizer.Tokenizer` (``@register`` or an
+entry point in ``maezoo.tokenizers``); then ::
+
+    maezoo.create_model("mae", tokenizer="wave", tokenizer_args={"patch": 16}, embed_dim=192, depth=6, num_heads=3)
+
+builds a complete masked autoencoder around it, and a recipe does the same with
+``model: {name: mae, args: {tokenizer: wave, ...}}``. The image builders (``mae_vit*``) go through this
+function too, so there is one construction path.
+
+Shapes:
+    the tokenizer maps a batch to tokens ``[B, N, embed_dim]`` on a grid with ``prod(grid) == N``, and
+    ``patchify`` to ``[B, N, tokenizer.target_dim]``; the model's ``forward`` then returns pred/target
+    ``[B, N, tokenizer.target_dim]`` and ``mask.mask`` ``[B, N]`` (see :class:`~maezoo.core.mae.MAEOutput`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from maezoo.core.decoder import TransformerDecoder
+from maezoo.core.encoder import ViTEncoder
+from maezoo.core.mae import MaskedAutoencoder, MaskMode
+from maezoo.core.masking import MaskingStrategy
+from maezoo.registry import build, get, register
+
+#: methods the model calls on its tokenizer
+_TOKENIZER_METHODS = ("validate", "grid", "forward", "patchify")
+
+
+@register("model", "mae")
+def mae(
+    tokenizer: str,
+    tokenizer_args: dict[str, Any] | None = None,
+    embed_dim: int = 768,
+    depth: int = 12,
+    num_heads: int = 12,
+    mlp_ratio: float = 4.0,
+    cls_token: bool = True,
+    drop_path: float = 0.0,
+    decoder_dim: int = 512,
+    decoder_depth: int = 8,
+    decoder_heads: int = 16,
+    masking: str = "random",
+    mask_ratio: float | None = 0.75,
+    masking_args: dict[str, Any] | None = None,
+    mask_mode: MaskMode = "drop",
+    replace_rate: float = 0.0,
+    target: str = "norm",
+    loss: str = "mse",
+) -> MaskedAutoencoder:
+    """A masked autoencoder around the registered tokenizer ``tokenizer`` (defaults: MAE ViT-B, decoder 8 x 512).
+
+    Args:
+        tokenizer: registered tokenizer name (built-in or from the ``maezoo.tokenizers`` entry points).
+        tokenizer_args: keyword arguments of the tokenizer. ``embed_dim`` is passed for you when the
+            tokenizer's constructor takes it; the tokenizer must end up with ``embed_dim`` equal to ours.
+        embed_dim, depth, num_heads, mlp_ratio, cls_token, drop_path: the ViT encoder.
+        decoder_dim, decoder_depth, decoder_heads: MAE's transformer decoder (same ``mlp_ratio``).
+        masking: registered masking strategy name.
+        mask_ratio: passed to the strategy as ``ratio`` when it takes one; use ``None`` for strategies
+            without a single ratio (``grid``, ``time_frequency``) and set their options in ``masking_args``.
+        masking_args: further keyword arguments of the strategy (a ``ratio`` here wins over ``mask_ratio``).
+        mask_mode: ``"drop"`` (MAE) or ``"replace"`` (SimMIM/BERT style); ``replace_rate`` as in
+            :class:`~maezoo.core.mae.MaskedAutoencoder`.
+        target: registered target (``norm`` = MAE's norm-pix loss, ``raw``).
+        loss: registered masked loss (``mse``, ``l1``, ...).
+
+    Shapes:
+        forward(x) -> pred/target ``[B, N, tokenizer.target_dim]``, ``mask.mask`` ``[B, N]``;
+        encode(x, pool="cls"|"mean") -> ``[B, embed_dim]``.
+    """
+    tok = build_tokenizer(tokenizer, tokenizer_args, embed_dim)
+    enc = ViTEncoder(embed_dim, depth, num_heads, mlp_ratio, cls_token=cls_token, drop_path=drop_path)
+    dec = TransformerDecoder(
+        embed_dim, tok.target_dim, decoder_dim, decoder_depth, decoder_heads, mlp_ratio,
+        num_prefix_tokens=enc.num_prefix_tokens,
+    )
+    strategy = build_masking(masking, mask_ratio, masking_args)
+    return MaskedAutoencoder(
+        tok, enc, dec, strategy, target=target, loss=loss, mask_mode=mask_mode, replace_rate=replace_rate
+    )
+
+
+# a tiny configuration for tests/test_registry.py, which builds every registered model with its defaults
+mae.smoke_kwargs = {  # type: ignore[attr-defined]
+    "tokenizer": "image",
+    "tokenizer_args": {"img_size": 8, "patch_size": 4, "in_chans": 1},
+    "embed_dim": 16, "depth": 1, "num_heads": 2, "decoder_dim": 8, "decoder_depth": 1, "decoder_heads": 2,
+}
+
+
+def accepts(factory: Callable[..., Any], name: str) -> bool:
+    """Whether ``factory`` (a class or function) takes the keyword argument ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return True
+    p = params.get(name)
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
+def build_tokenizer(name: str, args: dict[str, Any] | None, embed_dim: int) -> nn.Module:
+    """Build the registered tokenizer ``name`` for an encoder of width ``embed_dim`` and check its interface.
+
+    Raises ``TypeError`` for unknown options (listing the valid ones) and ``ValueError`` when the result
+    does not expose an ``int`` ``embed_dim``/``target_dim`` or its ``embed_dim`` differs from ``embed_dim``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"tokenizer must be a registered tokenizer name (str), got {type(name).__name__}")
+    if args is not None and not isinstance(args, dict):
+        raise TypeError(f"tokenizer_args must be a dict of keyword arguments, got {type(args).__name__}")
+    kwargs = dict(args or {})
+    factory = get("tokenizer", name)
+    where = f"tokenizer {name!r} ({getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)})"
+    if "embed_dim" in kwargs and kwargs["embed_dim"] != embed_dim:
+        raise ValueError(
+            f"tokenizer_args sets embed_dim={kwargs['embed_dim']} but the model's embed_dim is {embed_dim}; "
+            "set embed_dim once, on the model (it is passed to the tokenizer)"
+        )
+    if accepts(factory, "embed_dim"):
+        kwargs["embed_dim"] = embed_dim
+    tok = build("tokenizer", name, **kwargs)
+    if not isinstance(tok, nn.Module):
+        raise ValueError(
+            f"{where} built a {type(tok).__name__}, not a torch.nn.Module; a tokenizer subclasses "
+            "maezoo.core.Tokenizer (an entry point may name the class or a factory function returning one)"
+        )
+    missing = [m for m in _TOKENIZER_METHODS if not callable(getattr(tok, m, None))]
+    if missing:
+        raise ValueError(f"{where} lacks the method(s) {', '.join(missing)} of maezoo.core.Tokenizer")
+    for attr in ("embed_dim", "target_dim"):
+        value = getattr(tok, attr, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(
+                f"{where} must set a positive int attribute {attr!r} in its constructor, got {value!r} "
+                "(embed_dim: width of its tokens; target_dim: values per token that patchify() returns)"
+            )
+    if tok.embed_dim != embed_dim:
+        raise ValueError(
+            f"{where} makes {tok.embed_dim}-dim tokens but the encoder has embed_dim={embed_dim}; "
+            f"build the model with embed_dim={tok.embed_dim} (or give the tokenizer an embed_dim argument)"
+        )
+    return tok
+
+
+def build_masking(name: str, mask_ratio: float | None, args: dict[str, Any] | None) -> MaskingStrategy:
+    """Build the registered masking strategy ``name``; ``mask_ratio`` becomes its ``ratio`` when it takes one."""
+    if args is not None and not isinstance(args, dict):
+        raise TypeError(f"masking_args must be a dict of keyword arguments, got {type(args).__name__}")
+    kwargs = dict(args or {})
+    factory = get("masking", name)
+    if mask_ratio is not None and "ratio" not in kwargs:
+        if not accepts(factory, "ratio"):
+            raise ValueError(
+                f"masking {name!r} takes no single ratio; build with mask_ratio=None and set its options "
+                "in masking_args"
+            )
+        kwargs["ratio"] = mask_ratio
+    return build("masking", name, **kwargs)

@@ -1,0 +1,275 @@
+"""The ``mae`` system: pre-train any registered model on any registered dataset through the engine's Trainer,
+then run the registered protocols the recipe lists, each reading the pre-trained weights.
+
+It serves every modality (images, graphs, and whatever a plugin registers): a modality brings a model builder,
+a dataset builder ``(split, transform, **args)`` and optionally a visualiser; nothing here is modality-specific.
+Datasets may carry ``collate_fn`` (non-tensor samples), ``model_kwargs`` (e.g. a graph's feature width, passed
+to the model builder unless the recipe sets it), ``targets`` and ``num_classes``.
+
+Recipe sections (see ``docs/recipes.md``): ``model``, ``data``, ``trainer``, ``stages``, ``seeds``, ``eval``,
+``monitor``, ``visualize`` and one section per protocol that needs settings (``knn``, ``linprobe``,
+``finetune``, ``node_linprobe``, ``svm``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from maezoo.config import ConfigError, from_dict, option, to_dict
+from maezoo.engine.checkpoint import load_model, resolve_weights
+from maezoo.engine.logging import MetricsLogger
+from maezoo.engine.trainer import Trainer, TrainerConfig
+from maezoo.eval.features import make_loader
+from maezoo.eval.knn import KNNMonitor
+from maezoo.eval.protocols import EvalData, ProtocolEnv, get_protocol, protocol_sections, subset
+from maezoo.registry import build, check_kwargs, get, name_of, names, register
+from maezoo.results import Result
+from maezoo.runtime import resolve_device, resolve_precision, resolve_threads, set_threads
+from maezoo.systems.base import RunContext
+
+
+@dataclass
+class ModelSpec:
+    #: a registered model builder (``maezoo list`` shows them)
+    name: str = "mae_vit"
+    #: its keyword arguments; ``model.args={...}`` on the command line replaces them all
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSpec:
+    #: a registered dataset builder taking ``split`` and ``transform``
+    name: str = "digits"
+    #: its keyword arguments (``split`` and ``transform`` are set per stage)
+    args: dict[str, Any] = field(default_factory=dict)
+    #: the dataset's name in results (default: ``args.name`` or ``name``)
+    label: str | None = None
+    #: pre-train on a random subset of this many training samples (None: all)
+    pretrain_subset: int | None = option(None, ge=1)
+
+
+@dataclass
+class EvalSettings:
+    #: batch size of feature extraction and testing
+    batch_size: int = option(256, ge=1)
+    num_workers: int = option(0, ge=0)
+    #: also run the protocols that compare (k-NN, linear probe) on a randomly initialised model
+    compare_random_init: bool = True
+    #: progress with an ETA for protocols that train (fine-tuning)
+    progress: bool = True
+
+
+@dataclass
+class MonitorSettings:
+    #: run k-NN every N pre-training steps on small subsets (0: off)
+    every: int = option(0, ge=0)
+    train_subset: int = option(1000, ge=1)
+    test_subset: int = option(500, ge=1)
+    k: int = option(20, ge=1)
+    pool: Literal["cls", "mean"] = "cls"
+
+
+@dataclass
+class RecipeConfig:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: ``pretrain`` and registered protocols, in order
+    stages: list[str] = field(default_factory=lambda: ["pretrain", "knn", "linprobe"])
+    #: every seed runs the whole pipeline; results carry the mean and std over seeds
+    seeds: list[int] = field(default_factory=lambda: [0])
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    #: samples shown in the figure written after pre-training (0: none)
+    visualize: int = option(8, ge=0)
+    #: settings of each protocol section, keyed by section name (filled from the recipe's top-level sections)
+    protocols: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.data.label or str(self.data.args.get("name") or self.data.name)
+
+
+@register("system", "mae")
+class PretrainSystem:
+    """Pre-training through the Trainer, then registered protocols."""
+
+    Config = RecipeConfig
+
+    # -- configuration ------------------------------------------------------------------------------------
+    @staticmethod
+    def load_config(raw: dict[str, Any]) -> RecipeConfig:
+        """Validate a recipe (without ``system``): typed sections, protocol sections by their ``Settings``."""
+        raw = dict(raw)
+        sections = protocol_sections()
+        known = [f for f in RecipeConfig.__dataclass_fields__ if f != "protocols"]
+        unknown = sorted(set(raw) - set(known) - set(sections))
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; valid keys: system, {', '.join(known)}, "
+                              f"datasets, per_dataset and the protocol sections {', '.join(sorted(sections))}")
+        protos = {sec: from_dict(settings, raw.pop(sec, None) or {}, sec) for sec, settings in sections.items()}
+        if "protocols" in raw:
+            raise ConfigError("`protocols` is not a recipe key; give each protocol its own section (e.g. `knn:`)")
+        cfg = from_dict(RecipeConfig, raw)
+        cfg.protocols = protos
+        PretrainSystem.validate(cfg)
+        return cfg
+
+    @staticmethod
+    def dump_config(cfg: RecipeConfig) -> dict[str, Any]:
+        """The resolved recipe (every default), with the sections of the protocols it runs."""
+        d = to_dict(cfg)
+        protos = d.pop("protocols")
+        used = {get_protocol(s).section for s in cfg.stages if s != "pretrain"}  # type: ignore[attr-defined]
+        d.update({sec: v for sec, v in protos.items() if sec in used})
+        return d
+
+    @staticmethod
+    def validate(cfg: RecipeConfig) -> None:
+        valid = ["pretrain", *names("protocol")]
+        bad = [s for s in cfg.stages if s not in valid]
+        if bad:
+            raise ConfigError(f"unknown stage(s) {bad}; valid stages: {', '.join(valid)}")
+        if not cfg.seeds:
+            raise ConfigError("seeds must list at least one seed, e.g. seeds=[0]")
+        if len(set(cfg.seeds)) != len(cfg.seeds):
+            raise ConfigError(f"seeds must be distinct, got {cfg.seeds}")
+        try:
+            check_kwargs(get("model", cfg.model.name), cfg.model.args, f"model.args of model {cfg.model.name!r}")
+            check_kwargs(get("dataset", cfg.data.name), {**cfg.data.args, "split": "train", "transform": "eval"},
+                         f"data.args of dataset {cfg.data.name!r}")
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _dataset(self, cfg: RecipeConfig, split: str, transform: str) -> Dataset:
+        return build("dataset", cfg.data.name, **{**cfg.data.args, "split": split, "transform": transform})
+
+    def _spec(self, cfg: RecipeConfig) -> dict[str, Any]:
+        """Builder name and kwargs: the dataset's ``model_kwargs`` (e.g. ``in_dim``) under the recipe's args."""
+        ds = self._dataset(cfg, "train", "pretrain")
+        return {"name": cfg.model.name, "kwargs": {**getattr(ds, "model_kwargs", {}), **cfg.model.args}}
+
+    def _model(self, spec: dict[str, Any], seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build("model", spec["name"], **spec["kwargs"])
+
+    # -- the run ------------------------------------------------------------------------------------------
+    def run(self, cfg: RecipeConfig, ctx: RunContext) -> list[Result]:
+        seed, run_dir = ctx.seed, ctx.run_dir
+        stages = [ctx.stage] if ctx.stage else list(cfg.stages)
+        spec = self._spec(cfg)
+        results: list[Result] = []
+        pre: dict[str, Any] = {}
+        if "pretrain" in stages:
+            pre = self._pretrain(cfg, ctx, spec)
+            if not _is_main():
+                return []
+        eval_stages = [s for s in stages if s != "pretrain"]
+        if not eval_stages or not _is_main():
+            return results
+        source = ctx.checkpoint or run_dir
+        pretrained, _ = load_model(resolve_weights(Path(source)).parent)
+        device = resolve_device(cfg.trainer.device)
+        if "pretrain" not in stages:
+            set_threads(resolve_threads(cfg.trainer.threads, sum(p.numel() for p in pretrained.parameters()), device))
+        pretrained.to(device)
+        modality = _modality(pretrained)
+        env = ProtocolEnv(device=device, seed=seed, precision=resolve_precision(cfg.trainer.precision, device),
+                          batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers, run_dir=run_dir,
+                          progress=cfg.eval.progress)
+        data = EvalData(lambda split, tf: self._dataset(cfg, split, tf), label=cfg.label)
+        logger = MetricsLogger(run_dir, tensorboard=False)
+        for stage in eval_stages:
+            fn = get_protocol(stage)
+            settings = cfg.protocols[fn.section]  # type: ignore[attr-defined]
+            inits = ["random"] if fn.init == "random" else ["pretrained"]  # type: ignore[attr-defined]
+            if fn.compares_random_init and cfg.eval.compare_random_init:  # type: ignore[attr-defined]
+                inits.append("random")
+            for init in inits:
+                model = pretrained if init == "pretrained" else self._model(spec, seed).to(device)
+                env.log = lambda row, st=stage, i=init: logger.log(int(row.get("step", 0)), {
+                    f"{st}/{i}/{k}": v for k, v in row.items() if k != "step" and isinstance(v, int | float)})
+                out = fn(model, data, settings, env)
+                shown = "  ".join(f"{k} {v:.2f}" for k, v in out.metrics.items())
+                print(f"{stage:>16} [{init:>10}] seed {seed}: {shown}  ({out.wall_time_s or 0:.1f}s)", flush=True)
+                protocol = "finetune" if stage == "scratch" else stage
+                extra = dict(out.extra)
+                if init == "pretrained" and pre.get("wall_time_s") is not None:
+                    extra["pretrain_wall_time_s"] = pre["wall_time_s"]
+                for metric, value in out.metrics.items():
+                    results.append(Result(
+                        system="mae", modality=modality, dataset=cfg.label.lower(), model=cfg.model.name,
+                        protocol=protocol, metric=metric, values=[float(value)], seeds=[seed], init=init,
+                        steps=pre.get("steps") if init == "pretrained" else 0, wall_time_s=out.wall_time_s,
+                        extra=extra))
+        logger.close()
+        return results
+
+    def _pretrain(self, cfg: RecipeConfig, ctx: RunContext, spec: dict[str, Any]) -> dict[str, Any]:
+        run_dir, seed = ctx.run_dir, ctx.seed
+        summary_path = run_dir / "pretrain_summary.json"
+        if ctx.resume and (run_dir / "model.safetensors").is_file() and summary_path.is_file():
+            print(f"pre-training of {run_dir} already finished; skipping it", flush=True)
+            return json.loads(summary_path.read_text())
+        from maezoo.engine.checkpoint import complete_checkpoints
+
+        model = self._model(spec, seed)
+        train_ds = subset(self._dataset(cfg, "train", "pretrain"), cfg.data.pretrain_subset, seed)
+        callbacks = []
+        if cfg.monitor.every > 0:
+            m = cfg.monitor
+            tr = subset(self._dataset(cfg, "train", "eval"), m.train_subset, seed)
+            te = subset(self._dataset(cfg, "test", "eval"), m.test_subset, seed)
+            monitor = KNNMonitor(make_loader(tr, cfg.eval.batch_size), make_loader(te, cfg.eval.batch_size),
+                                 every=m.every, k=m.k, pool=m.pool)
+            callbacks.append(lambda step, mod: _prefixed(monitor.maybe_run(mod, step), "monitor/knn_"))
+        trainer = Trainer(cfg.trainer, seed=seed)
+        resume = ctx.resume and bool(complete_checkpoints(run_dir))
+        s = trainer.fit(model, train_ds, run_dir, spec, resume=resume, callbacks=callbacks)
+        summary = s.to_dict()
+        if _is_main():
+            tmp = summary_path.with_name(".pretrain_summary.json.tmp")
+            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.replace(summary_path)
+            where = (f", steps {s.resumed_from}-{s.steps} in this process (resumed; {s.total_wall_time_s:.1f}s over "
+                     "all processes)" if s.resumed_from is not None else "")
+            print(f"pre-training: {s.steps} steps in {s.wall_time_s:.1f}s{where}, {s.samples_per_s:.1f} samples/s, "
+                  f"data wait {s.data_wait_share:.1%}, final loss {s.final_loss:.4f}, bad samples {s.bad_samples}",
+                  flush=True)
+            if cfg.visualize and s.steps == trainer.plan(len(train_ds))[0]:  # type: ignore[arg-type]
+                self._visualize(model, cfg, run_dir / "reconstructions.png")
+        return {**summary, "wall_time_s": s.total_wall_time_s}
+
+    def _visualize(self, model: nn.Module, cfg: RecipeConfig, path: Path) -> Path | None:
+        tok_name = name_of("tokenizer", type(getattr(model, "tokenizer", None)))
+        try:
+            viz = get("visualizer", tok_name or "")
+        except KeyError:
+            return None
+        path = path.with_name(getattr(viz, "filename", path.name))
+        return viz(model, self._dataset(cfg, "test", "eval"), path, num=cfg.visualize, seed=0)
+
+
+def _modality(model: nn.Module) -> str:
+    tok = getattr(model, "tokenizer", None)
+    mod = type(tok).__module__.split(".")
+    if mod[0] == "maezoo" and len(mod) > 2:
+        return mod[1]
+    return name_of("tokenizer", type(tok)) or "unknown"
+
+
+def _prefixed(d: dict | None, prefix: str) -> dict | None:
+    return {f"{prefix}{k}": v for k, v in d.items()} if d else None
+
+
+def _is_main() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0

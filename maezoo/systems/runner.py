@@ -1,0 +1,161 @@
+"""Run a recipe: validate every variant first, then one system run per (dataset, seed), merged results.
+
+Run-folder layout: the run folder itself for one dataset and one seed; ``<dataset>/`` for each entry of
+``datasets:``; ``seed_<s>/`` under it when the recipe lists several seeds. Each leaf holds the Trainer's
+checkpoints, weights, metrics and its own ``results.json``; the run folder's ``results.json`` merges them.
+
+``resume``: a leaf with ``results.json`` is done and read back; a leaf with a finished pre-training skips it;
+a leaf with checkpoints resumes from the newest complete one; others start. ``stage=NAME checkpoint=RUN``
+re-evaluates the weights at the same relative place under ``RUN``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maezoo.config import ConfigError, apply_overrides, expand_datasets, load_yaml, resolve_recipe
+from maezoo.registry import get
+from maezoo.results import Result, read_results, write_results
+from maezoo.systems.base import RunContext
+
+SPECIAL = ("stage", "checkpoint")
+
+
+@dataclass
+class Variant:
+    """One dataset of a recipe: its label (None without ``datasets:``) and validated config."""
+
+    label: str | None
+    cfg: Any
+
+
+@dataclass
+class LoadedRecipe:
+    name: str
+    system_name: str
+    system: Any
+    variants: list[Variant]
+    stage: str | None = None
+    checkpoint: Path | None = None
+
+    def resolved(self) -> list[dict[str, Any]]:
+        """The fully resolved recipe of each variant, every default included."""
+        dump = getattr(self.system, "dump_config", None)
+        out = []
+        for v in self.variants:
+            d = dump(v.cfg) if dump else _asdict(v.cfg)
+            out.append({"system": self.system_name, **({"dataset": v.label} if v.label else {}), **d})
+        return out
+
+
+def _asdict(cfg: Any) -> dict[str, Any]:
+    from maezoo.config import to_dict
+
+    return to_dict(cfg)
+
+
+def load_recipe(recipe: str, overrides: list[str]) -> LoadedRecipe:
+    """Read, override and validate a recipe (every dataset variant) before any work starts."""
+    path = resolve_recipe(recipe)
+    raw = load_yaml(path)
+    special: dict[str, str] = {}
+    rest = []
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if key in SPECIAL:
+            special[key] = o.split("=", 1)[1] if "=" in o else ""
+        else:
+            rest.append(o)
+    raw = apply_overrides(raw, rest)
+    system_name = raw.pop("system", None)
+    if not system_name:
+        raise ConfigError(f"{path}: a recipe must name its `system` (e.g. `system: mae`)")
+    system_cls = get("system", system_name)
+    variants = []
+    for label, r in expand_datasets(raw):
+        try:
+            cfg = system_cls.load_config(r) if hasattr(system_cls, "load_config") else _from_dict(system_cls, r)
+        except ConfigError as exc:
+            raise ConfigError(f"{f'dataset {label}: ' if label else ''}{exc}") from None
+        variants.append(Variant(label, cfg))
+    stage = special.get("stage") or None
+    if stage is not None:
+        for v in variants:
+            valid = ["pretrain", *getattr(v.cfg, "stages", [])]
+            from maezoo.registry import names
+
+            if stage not in valid and stage not in names("protocol"):
+                raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(['pretrain', *names('protocol')])}")
+    ckpt = Path(special["checkpoint"]) if special.get("checkpoint") else None
+    if ckpt is not None and not ckpt.exists():
+        raise ConfigError(f"checkpoint={ckpt} does not exist; pass a run folder, a checkpoint folder or a .safetensors file")
+    return LoadedRecipe(recipe, system_name, system_cls, variants, stage, ckpt)
+
+
+def _from_dict(system_cls: Any, raw: dict[str, Any]) -> Any:
+    from maezoo.config import from_dict
+
+    return from_dict(system_cls.Config, raw)
+
+
+def leaf_dir(run_dir: Path, label: str | None, seed: int, n_seeds: int) -> Path:
+    d = run_dir / label if label else run_dir
+    return d / f"seed_{seed}" if n_seeds > 1 else d
+
+
+def run_recipe(loaded: LoadedRecipe, run_dir: Path, resume: bool = False) -> list[Result]:
+    """Run every (dataset, seed) of a loaded recipe and return the merged results."""
+    system = loaded.system()
+    rows: list[Result] = []
+    results_name = "results.json" if not loaded.stage else f"results_{loaded.stage}.json"
+    for v in loaded.variants:
+        seeds = list(getattr(v.cfg, "seeds", [0]))
+        for seed in seeds:
+            leaf = leaf_dir(run_dir, v.label, seed, len(seeds))
+            is_leaf_root = leaf == run_dir
+            done = leaf / results_name
+            if resume and not is_leaf_root and done.is_file():
+                print(f"{leaf}: finished before; reading its results", flush=True)
+                rows += read_results(done)[1]
+                continue
+            ckpt = None
+            if loaded.checkpoint is not None:
+                ckpt = leaf_dir(loaded.checkpoint, v.label, seed, len(seeds))
+                if not ckpt.exists():
+                    ckpt = loaded.checkpoint
+            leaf.mkdir(parents=True, exist_ok=True)
+            if len(seeds) > 1 or v.label:
+                print(f"== {v.label or loaded.name}, seed {seed} -> {leaf}", flush=True)
+            ctx = RunContext(run_dir=leaf, recipe=loaded.name, seed=seed, stage=loaded.stage, checkpoint=ckpt,
+                             resume=resume)
+            got = system.run(v.cfg, ctx)
+            if got and not is_leaf_root:
+                write_results(done, got, recipe=loaded.name)
+            rows += got
+    return merge_seeds(rows)
+
+
+def merge_seeds(rows: list[Result]) -> list[Result]:
+    """One row per (dataset, model, protocol, init, metric), its values and seeds gathered over seeds."""
+    merged: dict[tuple, Result] = {}
+    for r in rows:
+        key = (r.system, r.modality, r.dataset, r.model, r.protocol, r.init, r.metric)
+        m = merged.get(key)
+        if m is None:
+            merged[key] = Result(**{**r.__dict__, "values": list(r.values), "seeds": list(r.seeds),
+                                    "extra": {**r.extra, "per_seed": [r.extra]} if r.extra else {}})
+            continue
+        m.values += r.values
+        m.seeds += r.seeds
+        m.wall_time_s = (m.wall_time_s or 0.0) + (r.wall_time_s or 0.0) if r.wall_time_s is not None else m.wall_time_s
+        if r.extra:
+            m.extra.setdefault("per_seed", []).append(r.extra)
+    for m in merged.values():
+        if len(m.seeds) == 1:
+            m.extra.pop("per_seed", None)
+    return list(merged.values())
+
+
+__all__ = ["LoadedRecipe", "Variant", "leaf_dir", "load_recipe", "merge_seeds", "run_recipe"]

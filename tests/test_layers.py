@@ -1,0 +1,65 @@
+"""The layering reads from the folders: core at the bottom; engine and protocols side by side, neither importing
+the other; systems above them; the CLI on top; modalities import only the core (and never each other)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "maezoo"
+MODALITIES = {"image", "graph", "video", "audio", "timeseries"}
+#: what each part of the package may not import (top-level ``maezoo.<part>`` names)
+FORBIDDEN = {
+    "core": MODALITIES | {"engine", "eval", "systems", "cli"},
+    "engine": MODALITIES | {"eval", "systems", "cli"},
+    "eval": MODALITIES | {"engine", "systems", "cli"},
+    "optim.py": MODALITIES | {"engine", "eval", "systems", "cli"},
+    "runtime.py": MODALITIES | {"engine", "eval", "systems", "cli"},
+    "config.py": MODALITIES | {"engine", "eval", "systems", "cli"},
+    "systems": MODALITIES | {"cli"},
+    **{m: (MODALITIES - {m}) | {"engine", "eval", "systems", "cli"} for m in MODALITIES},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for n in names:
+            parts = n.split(".")
+            if parts[0] == "maezoo" and len(parts) > 1:
+                out.add(parts[1])
+    return out
+
+
+@pytest.mark.parametrize("part", sorted(FORBIDDEN))
+def test_layer_imports(part):
+    target = PKG / part
+    if not target.exists():
+        pytest.skip(f"maezoo/{part} does not exist yet")
+    files = [target] if target.is_file() else sorted(target.rglob("*.py"))
+    bad = {str(f.relative_to(PKG)): sorted(_imports(f) & FORBIDDEN[part]) for f in files}
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, f"maezoo/{part} imports layers it may not: {bad}"
+
+
+def test_no_training_loop_outside_the_engine_and_the_protocols():
+    """``.backward()`` belongs to the Trainer and the protocols (fine-tuning, probes), never to a modality or a
+    system."""
+    allowed = {"engine", "eval"}
+    offenders = []
+    for f in sorted(PKG.rglob("*.py")):
+        rel = f.relative_to(PKG)
+        if rel.parts[0] in allowed:
+            continue
+        if ".backward(" in f.read_text():
+            offenders.append(str(rel))
+    assert not offenders, f"training loops outside the engine/protocols: {offenders}"
