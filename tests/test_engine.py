@@ -24,7 +24,7 @@ TINY = [
     "stages=[pretrain]", "visualize=0", "model.args.embed_dim=32", "model.args.depth=2", "model.args.num_heads=2",
     "model.args.decoder_dim=16", "model.args.decoder_depth=1", "model.args.decoder_heads=2",
     "trainer.batch_size=16", "trainer.warmup_steps=5", "trainer.log_every=5", "trainer.num_workers=0",
-    "trainer.precision=fp32",
+    "trainer.precision=fp32", "trainer.threads=1",
 ]
 
 

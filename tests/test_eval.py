@@ -87,7 +87,10 @@ def test_knn_monitor_runs_every_n_and_restores_mode(digits):
     mon = KNNMonitor(tr, te, every=5, k=10, pool="cls")
     assert mon.maybe_run(mae, 0) is None and mon.maybe_run(mae, 3) is None
     r = mon.maybe_run(mae, 10)
-    assert r is not None and 0 <= r["top1"] <= 100 and r["step"] == 10
+    ftr, ytr = extract_features(mae, tr, pool="cls")
+    fte, yte = extract_features(mae, te, pool="cls")
+    want = knn_classify(ftr, ytr, fte, yte, k=10)
+    assert r is not None and r["step"] == 10 and r["top1"] == pytest.approx(want["top1"])
     assert mae.training and len(mon.history) == 1
 
 

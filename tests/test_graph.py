@@ -121,9 +121,17 @@ def test_decoder_masked_only_is_exact():
 @pytest.mark.parametrize("loss", ["sce", "mse"])
 def test_decoders_and_losses(decoder, loss):
     torch.manual_seed(0)
-    out = small_model(decoder=decoder, loss=loss)(tiny_graph(n=8))
+    model = small_model(decoder=decoder, loss=loss)
+    g = tiny_graph(n=8)
+    out = model(g)
     out.loss.backward()
-    assert torch.isfinite(out.loss) and out.pred.shape == (1, 8, 4)
+    assert out.pred.shape == (1, 8, 4) and int(out.mask.mask.sum()) == 4  # mask ratio 0.5 of 8 nodes
+    torch.testing.assert_close(out.target, g.x.unsqueeze(0))  # GraphMAE reconstructs the raw features
+    hidden = out.mask.mask[0]
+    p, t = out.pred[0, hidden].float(), out.target[0, hidden].float()
+    want = ((1 - torch.nn.functional.cosine_similarity(p, t, dim=-1)).pow(3).mean() if loss == "sce"
+            else (p - t).pow(2).mean(-1).mean())
+    torch.testing.assert_close(out.loss, want)
 
 
 def test_gin_on_batch_of_graphs_and_pooling():
@@ -174,12 +182,15 @@ def test_graph_without_edges_and_isolated_nodes_are_treated():
     torch.manual_seed(0)
     empty = tiny_graph(edges=[])
     empty.edge_index = torch.empty(2, 0, dtype=torch.long)
-    out = small_model()(empty)  # self-loops only: every node sees itself
-    assert torch.isfinite(out.loss)
+    model = small_model()
+    out = model(empty)  # self-loops only: every node sees itself
+    torch.testing.assert_close(out.loss, model.loss_fn(out.pred, out.target, out.mask.mask))
+    assert 0 < out.loss.item() < 2 ** 3  # SCE (1 - cos)^3 lies in [0, 8]
     isolated = tiny_graph(n=8, edges=[(0, 1), (1, 0)])
-    out = small_model()(isolated)
+    out = model(isolated)
     out.loss.backward()
-    assert torch.isfinite(out.loss)
+    torch.testing.assert_close(out.loss, model.loss_fn(out.pred, out.target, out.mask.mask))
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_single_node_gives_zero_loss():
@@ -254,7 +265,7 @@ def _results(path: Path) -> dict:
 def test_tu_run_then_svm_stage_rereads_the_saved_weights(tmp_path):
     run = tmp_path / "run"
     common = ["seeds=[0,1]", "datasets=[MUTAG]", "model.args.hidden=16", "model.args.num_layers=2", "svm.folds=3",
-              "trainer.max_steps=4"]
+              "trainer.max_steps=4", "trainer.threads=1"]
     assert _cli("run", "graph/graphmae_tu", *common, "--run-dir", str(run)) == 0
     for seed in (0, 1):  # one folder per dataset and seed, each with the Trainer's outputs
         leaf = run / "MUTAG" / f"seed_{seed}"
@@ -273,7 +284,7 @@ def test_tu_run_then_svm_stage_rereads_the_saved_weights(tmp_path):
 def test_cora_run_then_node_linprobe_stage_rereads_the_saved_weights(tmp_path):
     run = tmp_path / "run"
     common = ["seeds=[0]", "model.args.hidden=32", "model.args.heads=2", "node_linprobe.epochs=100",
-              "trainer.max_steps=3", "visualize=0"]
+              "trainer.max_steps=3", "visualize=0", "trainer.threads=1"]
     assert _cli("run", "graph/graphmae_cora", *common, "--run-dir", str(run)) == 0
     first = _results(run / "results.json")[("cora", "node_linprobe", "accuracy")]
     assert first["values"][0] > 30  # 7 classes: chance is ~14%; even 3 steps give useful features
@@ -284,6 +295,8 @@ def test_cora_run_then_node_linprobe_stage_rereads_the_saved_weights(tmp_path):
     again = _results(tmp_path / "eval" / "results_node_linprobe.json")[("cora", "node_linprobe", "accuracy")]
     assert again["values"] == first["values"]
     assert not list(run.rglob(".*tmp*"))  # atomic writes left no temp files
+    assert _cli("visualize", str(run), "--out", str(tmp_path / "emb.png")) == 0  # graph runs have a figure too
+    assert (tmp_path / "emb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @needs_cora

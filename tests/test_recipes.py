@@ -18,7 +18,7 @@ TINY = [
     "visualize=4", "model.args.embed_dim=32", "model.args.depth=2", "model.args.num_heads=2",
     "model.args.decoder_dim=16", "model.args.decoder_depth=1", "model.args.decoder_heads=2",
     "trainer.batch_size=32", "trainer.warmup_steps=5", "trainer.log_every=5", "trainer.max_steps=20",
-    "trainer.ckpt_every=10", "linprobe.epochs=5", "finetune.epochs=2",
+    "trainer.ckpt_every=10", "linprobe.epochs=5", "finetune.epochs=2", "trainer.threads=1",
 ]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -74,6 +74,9 @@ def test_demo_recipe_end_to_end(tmp_path, capsys):
         assert by[("linprobe", init, "top1")] > 30 and by[("linprobe", init, "top5")] >= by[("linprobe", init, "top1")]
     table = render_table([run / "results.json"])
     assert "| image | sklearn-digits | mae |" in table
+    out = capsys.readouterr().out
+    assert "[finetune] step" in out and "eta" in out, "fine-tuning must show progress with an ETA"
+    assert "precision" in out and "threads" in out  # the run header says what `auto` chose
 
     # one stage on an existing checkpoint
     assert main(["run", "image/mae_digits_demo", *TINY, "stage=knn", f"checkpoint={run}", "--run-dir", str(tmp_path / "k")]) == 0

@@ -336,6 +336,11 @@ class Trainer:
         counters = {"bad": 0, "seen": 0, "skipped": 0}
         if resume:
             latest, state = ckpt.load_latest_valid(run_dir, model)
+            if cfg.threads == "auto" and state.get("threads"):
+                # the same thread count as before the interruption: float reductions, and so the weights,
+                # then match an uninterrupted run bit for bit
+                self.threads = int(state["threads"])
+                set_threads(self.threads)
             opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
@@ -370,7 +375,7 @@ class Trainer:
                 wall = prior_wall + time.perf_counter() - t_start
                 state = {"step": step, "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
                          "counters": {**counters, "wall_s": wall}, "world_size": info.world_size,
-                         "effective_batch": eff_batch}
+                         "effective_batch": eff_batch, "threads": self.threads}
                 ckpt.save_checkpoint(run_dir, step, model, build_spec, state, cfg.keep_last)
             barrier(info)
 

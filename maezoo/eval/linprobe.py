@@ -237,3 +237,86 @@ def linear_probe(
     if return_head:
         out["head"] = head
     return out
+
+
+Task = Literal["auto", "classification", "multilabel", "regression"]
+
+
+def infer_task(labels: Tensor) -> str:
+    """``classification`` for integer class labels ``[N]``, ``multilabel`` for 0/1 ``[N, C]``, else ``regression``."""
+    if not labels.is_floating_point():
+        return "classification" if labels.dim() == 1 else "multilabel"
+    if labels.dim() == 2 and bool(((labels == 0) | (labels == 1)).all()):
+        return "multilabel"
+    return "regression"
+
+
+def linear_probe_dense(
+    train_feats: Tensor,
+    train_targets: Tensor,
+    test_feats: Tensor,
+    test_targets: Tensor,
+    task: Literal["multilabel", "regression"],
+    epochs: int = 90,
+    batch_size: int = 256,
+    base_lr: float = 0.1,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    *,
+    momentum: float = 0.9,
+    warmup_epochs: float = 10.0,
+    log: Any = None,
+) -> dict[str, Any]:
+    """The linear probe for multi-label (binary cross-entropy, reports ``mAP``) and regression targets (mean
+    squared error on targets standardised with the training statistics, reports ``mse`` and ``mae`` in the
+    original units), with the same head, optimiser and schedule as :func:`linear_probe`.
+
+    Shapes:
+        feats ``[N, D]``; targets ``[N, C]`` multi-hot, or ``[N]`` / ``[N, K]`` values.
+    """
+    from maezoo.eval.metrics import mae, mean_average_precision, mse
+
+    t0 = time.perf_counter()
+    y_tr, y_te = train_targets.float(), test_targets.float()
+    squeeze = y_tr.dim() == 1
+    if squeeze:
+        y_tr, y_te = y_tr[:, None], y_te[:, None]
+    mu, sd = (y_tr.mean(0), y_tr.std(0).clamp_min(1e-8)) if task == "regression" else (0.0, 1.0)
+    x_tr, x_te = train_feats.float(), test_feats.float()
+    n = x_tr.shape[0]
+    bs = min(batch_size, n)
+    steps_per_epoch = max(1, n // bs)
+    total = epochs * steps_per_epoch
+    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total // 2)
+    peak_lr = scaled_lr(base_lr, bs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = LinearHead(x_tr.shape[1], y_tr.shape[1])
+    opt = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=momentum, weight_decay=weight_decay)
+    target = (y_tr - mu) / sd
+    loss_fn = nn.BCEWithLogitsLoss() if task == "multilabel" else nn.MSELoss()
+    gen = torch.Generator().manual_seed(seed)
+    step, loss = 0, torch.zeros(())
+    head.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs : (i + 1) * bs]
+            set_lr(opt, cosine_lr(step, total, peak_lr, warmup))
+            loss = loss_fn(head(x_tr[idx]), target[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        if log is not None:
+            log({"epoch": epoch, "step": step, "train_loss": loss.item()})
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"linear probe diverged (loss {loss.item()}); lower base_lr")
+    out = predict(head, x_te)
+    if task == "multilabel":
+        metrics = {"mAP": mean_average_precision(out, y_te)}
+    else:
+        pred = out * sd + mu
+        pred, y = (pred[:, 0], y_te[:, 0]) if squeeze else (pred, y_te)
+        metrics = {"mse": mse(pred, y), "mae": mae(pred, y)}
+    return {**metrics, "train_loss": loss.item(), "lr": peak_lr, "steps": step, "wall_time_s": time.perf_counter() - t0}

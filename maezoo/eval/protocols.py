@@ -33,7 +33,7 @@ from maezoo.config import ConfigError, option
 from maezoo.eval.features import extract_features, make_loader, split_xy
 from maezoo.eval.finetune import FinetuneConfig, finetune
 from maezoo.eval.knn import knn_classify
-from maezoo.eval.linprobe import linear_probe
+from maezoo.eval.linprobe import infer_task, linear_probe, linear_probe_dense
 from maezoo.registry import get, names, register
 from maezoo.runtime import to_device
 
@@ -186,6 +186,9 @@ def knn(model: nn.Module, data: EvalData, s: KNNSettings, env: ProtocolEnv) -> P
     tr, te = subset(data.get("train"), s.train_subset, env.seed), subset(data.get("test"), s.test_subset, env.seed + 1)
     ftr, ytr = _features(model, tr, s.pool, env)
     fte, yte = _features(model, te, s.pool, env)
+    if infer_task(ytr) != "classification":
+        raise ConfigError(f"knn classifies integer labels; {data.label or 'this dataset'} has {infer_task(ytr)} "
+                          "targets: use the linprobe protocol (mAP / MSE and MAE)")
     met = knn_classify(ftr, ytr, fte, yte, k=s.k, temperature=s.temperature)
     return ProtocolOutput({"top1": met["top1"], "top5": met["top5"]}, wall_time_s=time.perf_counter() - t0,
                           extra={"train_samples": len(tr), "test_samples": len(te)})  # type: ignore[arg-type]
@@ -201,6 +204,9 @@ class LinprobeSettings:
     pool: Literal["cls", "mean", "max", "sum"] = "cls"
     train_subset: int | None = option(None, ge=1)
     test_subset: int | None = option(None, ge=1)
+    #: ``auto`` reads it from the labels: integer classes (top-1/top-5), 0/1 multi-hot rows (mAP), or real
+    #: values (regression: MSE and MAE)
+    task: Literal["auto", "classification", "multilabel", "regression"] = "auto"
 
 
 @protocol("linprobe", LinprobeSettings, compares_random_init=True)
@@ -209,11 +215,17 @@ def linprobe(model: nn.Module, data: EvalData, s: LinprobeSettings, env: Protoco
     tr, te = subset(data.get("train"), s.train_subset, env.seed), subset(data.get("test"), s.test_subset, env.seed + 1)
     ftr, ytr = _features(model, tr, s.pool, env)
     fte, yte = _features(model, te, s.pool, env)
-    met = linear_probe(ftr, ytr, fte, yte, epochs=s.epochs, batch_size=s.batch_size, base_lr=s.base_lr,
-                       weight_decay=s.weight_decay, optimizer=s.optimizer, seed=env.seed, log=env.log)
-    return ProtocolOutput({"top1": met["top1"], "top5": met["top5"]}, steps=met["steps"],
-                          wall_time_s=time.perf_counter() - t0,
-                          extra={"train_samples": len(tr), "test_samples": len(te)})  # type: ignore[arg-type]
+    task = infer_task(ytr) if s.task == "auto" else s.task
+    if task == "classification":
+        met = linear_probe(ftr, ytr, fte, yte, epochs=s.epochs, batch_size=s.batch_size, base_lr=s.base_lr,
+                           weight_decay=s.weight_decay, optimizer=s.optimizer, seed=env.seed, log=env.log)
+        metrics = {"top1": met["top1"], "top5": met["top5"]}
+    else:
+        met = linear_probe_dense(ftr, ytr, fte, yte, task, epochs=s.epochs, batch_size=s.batch_size,  # type: ignore[arg-type]
+                                 base_lr=s.base_lr, weight_decay=s.weight_decay, seed=env.seed, log=env.log)
+        metrics = {k: met[k] for k in ("mAP", "mse", "mae") if k in met}
+    return ProtocolOutput(metrics, steps=met["steps"], wall_time_s=time.perf_counter() - t0,
+                          extra={"train_samples": len(tr), "test_samples": len(te), "task": task})  # type: ignore[arg-type]
 
 
 # -- fine-tuning --------------------------------------------------------------------------------------------

@@ -54,15 +54,19 @@ def plot_embeddings(emb: Tensor | np.ndarray, labels: Tensor | np.ndarray, path:
 
 
 @register("visualizer", "graph_nodes")
-def visualize_graph(model, dataset, path: str | Path, num: int = 8, seed: int = 0, method: str = "tsne") -> Path:  # noqa: ARG001
-    """t-SNE of the frozen node embeddings of ``dataset[0]`` (a node-classification graph) or of the first
-    graphs of a graph-classification set, coloured by node label (or graph label)."""
+def visualize_graph(model, dataset, path: str | Path, num: int = 8, seed: int = 0, method: str = "tsne",  # noqa: ARG001
+                    max_nodes: int = 1000) -> Path:
+    """t-SNE of the frozen node embeddings of ``dataset[0]`` (a node-classification graph), coloured by node
+    label; at most ``max_nodes`` nodes (a seeded sample) are projected, which keeps t-SNE to seconds."""
     g = dataset[0]
     model.eval()
     dev = next(model.parameters()).device
     with torch.no_grad():
         emb = model.encode(g.to(dev), pool="none")[0].float().cpu()
     labels = g.y if g.y is not None and g.y.numel() == emb.shape[0] else torch.zeros(emb.shape[0], dtype=torch.long)
+    if emb.shape[0] > max_nodes:
+        keep = torch.randperm(emb.shape[0], generator=torch.Generator().manual_seed(seed))[:max_nodes]
+        emb, labels = emb[keep], labels[keep]
     method = method if emb.shape[0] > 5 else "pca"
     return plot_embeddings(emb, labels, path, method=method, title=f"node embeddings ({method})")
 
