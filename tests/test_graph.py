@@ -370,3 +370,15 @@ def test_project_last_rejects_multi_head():
 
     with pytest.raises(ValueError, match="one-head"):
         gat_project_last(GATConv(4, 4, heads=2), torch.randn(3, 4), torch.tensor([[0, 1], [1, 2]]))
+
+
+def test_checked_graph_is_checked_again_after_an_in_place_change():
+    model, g = small_model(), tiny_graph(n=8)
+    model(g)  # checked once, then skipped while the tensors are unchanged
+    g.x[0, 0] = float("nan")  # in place: the tensor's version changes
+    with pytest.raises(ValueError, match="NaN"):
+        model(g)
+    g.x = torch.rand(8, 4)
+    g.edge_index = torch.tensor([[0, 9], [1, 2]])
+    with pytest.raises(ValueError, match="refers to node 9"):
+        model(g)

@@ -211,12 +211,13 @@ def gat_project_last(conv: nn.Module, x: Tensor, edge_index: Tensor, rows: Tenso
     a_src = conv.att_src.reshape(1, -1) @ w  # [1, in]
     a_dst = conv.att_dst.reshape(1, -1) @ w
     src, dst = edge_index[0], edge_index[1]
-    logit = (x @ a_src.t()).squeeze(-1)[src] + (x @ a_dst.t()).squeeze(-1)[dst]  # [E]
+    # index_select, not x[idx]: its backward is index_add_ rather than the much slower index_put_ (CPU)
+    logit = (x @ a_src.t()).squeeze(-1).index_select(0, src) + (x @ a_dst.t()).squeeze(-1).index_select(0, dst)  # [E]
     alpha = softmax(F.leaky_relu(logit, conv.negative_slope), dst, num_nodes=n)
     alpha = F.dropout(alpha, p=conv.dropout, training=conv.training)
-    agg = scatter(alpha.unsqueeze(-1) * x[src], dst, dim=0, dim_size=n, reduce="sum")  # [N, in]
+    agg = scatter(alpha.unsqueeze(-1) * x.index_select(0, src), dst, dim=0, dim_size=n, reduce="sum")  # [N, in]
     if rows is not None:
-        agg = agg[rows]
+        agg = agg.index_select(0, rows)
     return F.linear(agg, w, conv.bias)
 
 
