@@ -382,3 +382,28 @@ def test_checked_graph_is_checked_again_after_an_in_place_change():
     g.edge_index = torch.tensor([[0, 9], [1, 2]])
     with pytest.raises(ValueError, match="refers to node 9"):
         model(g)
+
+
+def test_remask_projects_only_visible_rows_with_the_same_values_and_gradients():
+    from maezoo.core.masking import Mask
+    from maezoo.graph.models import GNNDecoder
+
+    torch.manual_seed(0)
+    g = tiny_graph(n=10, f=6)
+    dec = GNNDecoder(8, 6, conv="gin", feat_drop=0.0, norm=None).eval()
+    ctx = GraphNodeTokenizer(6).structure(g)
+    latent = torch.randn(1, 10, 8, requires_grad=True)
+    mask = Mask.from_bool(torch.tensor([[True, False] * 5]))
+    got = dec(latent, mask, (10,), ctx)
+    got.square().sum().backward()
+    g_fast, w_fast = latent.grad.clone(), dec.encoder_to_decoder.weight.grad.clone()
+    latent.grad, dec.encoder_to_decoder.weight.grad = None, None
+    # reference: project every row, then zero the hidden ones (GraphMAE's re-mask)
+    ref_x = dec.encoder_to_decoder(latent).masked_fill(mask.mask.unsqueeze(-1), 0.0)
+    dec.conv.nn.batch = ctx["batch"]
+    ref = dec.conv(ref_x[0], ctx["edge_index"]).unsqueeze(0)
+    ref.square().sum().backward()
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(g_fast, latent.grad)
+    torch.testing.assert_close(w_fast, dec.encoder_to_decoder.weight.grad)
+    assert torch.equal(g_fast[0, mask.mask[0]], torch.zeros(5, 8))  # hidden codes get no gradient

@@ -242,6 +242,20 @@ xb = torch.stack([ds[i][0] for i in range(4)])
 out = model(xb, generator=torch.Generator().manual_seed(0))
 assert out.pred.shape == (4, 16, 16) and out.loss.item() > 0
 torch.testing.assert_close(out.loss, model.loss_fn(out.pred, out.target, out.mask.mask))
+
+# and the packaged recipe runs as it is through `maezoo run` (the one recipe dialect, plugin components by name)
+import json
+import tempfile
+
+from maezoo.cli import main
+
+with tempfile.TemporaryDirectory() as d:
+    rc = main(["run", str(maezoo_wave.RECIPES / "wave_mae.yaml"), "trainer.max_steps=3", "linprobe.epochs=2",
+               "trainer.threads=1", "--run-dir", d + "/run"])
+    assert rc == 0, rc
+    rows = json.loads(open(d + "/run/results.json").read())["results"]
+    assert {(r["protocol"], r["init"]) for r in rows} == {(p, i) for p in ("knn", "linprobe") for i in ("pretrained", "random")}
+    assert {r["modality"] for r in rows} == {"wave"} and {r["dataset"] for r in rows} == {"wave-sines"}
 print("WAVE_OK", out.loss.item())
 '''
 

@@ -34,6 +34,7 @@ from maezoo.eval.features import extract_features, make_loader, split_xy
 from maezoo.eval.finetune import FinetuneConfig, finetune
 from maezoo.eval.knn import knn_classify
 from maezoo.eval.linprobe import infer_task, linear_probe, linear_probe_dense
+from maezoo.progress import Progress
 from maezoo.registry import get, names, register
 from maezoo.runtime import to_device
 
@@ -216,14 +217,22 @@ def linprobe(model: nn.Module, data: EvalData, s: LinprobeSettings, env: Protoco
     ftr, ytr = _features(model, tr, s.pool, env)
     fte, yte = _features(model, te, s.pool, env)
     task = infer_task(ytr) if s.task == "auto" else s.task
+    progress = Progress(s.epochs, 0, env.progress, max(1, s.epochs // 10), desc="linprobe")
+
+    def log(row: dict[str, Any]) -> None:
+        if env.log is not None:
+            env.log(row)
+        progress.update(int(row["epoch"]) + 1, {"loss": row["train_loss"]})
+
     if task == "classification":
         met = linear_probe(ftr, ytr, fte, yte, epochs=s.epochs, batch_size=s.batch_size, base_lr=s.base_lr,
-                           weight_decay=s.weight_decay, optimizer=s.optimizer, seed=env.seed, log=env.log)
+                           weight_decay=s.weight_decay, optimizer=s.optimizer, seed=env.seed, log=log)
         metrics = {"top1": met["top1"], "top5": met["top5"]}
     else:
         met = linear_probe_dense(ftr, ytr, fte, yte, task, epochs=s.epochs, batch_size=s.batch_size,  # type: ignore[arg-type]
-                                 base_lr=s.base_lr, weight_decay=s.weight_decay, seed=env.seed, log=env.log)
+                                 base_lr=s.base_lr, weight_decay=s.weight_decay, seed=env.seed, log=log)
         metrics = {k: met[k] for k in ("mAP", "mse", "mae") if k in met}
+    progress.close()
     return ProtocolOutput(metrics, steps=met["steps"], wall_time_s=time.perf_counter() - t0,
                           extra={"train_samples": len(tr), "test_samples": len(te), "task": task})  # type: ignore[arg-type]
 

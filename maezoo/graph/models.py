@@ -252,10 +252,16 @@ class GNNDecoder(nn.Module):
             raise ValueError(f"decoder conv must be 'gat' or 'gin', got {conv!r}")
 
     def forward(self, latent: Tensor, mask: Mask, grid: tuple[int, ...], context: dict[str, Any] | None = None) -> Tensor:
-        b, n, _ = latent.shape
-        x = self.encoder_to_decoder(latent)
+        b, n, d = latent.shape
         if self.remask:
-            x = x.masked_fill(mask.mask.unsqueeze(-1), 0.0)
+            # hidden rows are zeroed right after the projection: project only the visible rows (the same values
+            # and gradients; the hidden rows' codes get no gradient either way)
+            vis = (~mask.mask).reshape(-1).nonzero().squeeze(-1)
+            flat = latent.reshape(b * n, d)
+            proj = self.encoder_to_decoder(flat.index_select(0, vis))
+            x = proj.new_zeros(b * n, proj.shape[-1]).index_copy(0, vis, proj).view(b, n, -1)
+        else:
+            x = self.encoder_to_decoder(latent)
         x, ei, batch = _flatten(x, context)
         hidden = mask.mask.reshape(-1)
         restrict = self.masked_only and self.kind == "gat" and bool(hidden.any())
