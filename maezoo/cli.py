@@ -45,8 +45,9 @@ def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool
     if print_config:
         import yaml
 
-        docs = loaded.resolved()
-        print(yaml.safe_dump_all(docs, sort_keys=False) if len(docs) > 1 else yaml.safe_dump(docs[0], sort_keys=False), end="")
+        for i, (v, doc) in enumerate(zip(loaded.variants, loaded.resolved(), strict=True)):
+            head = ("---\n" if i else "") + (f"# dataset: {v.label}\n" if v.label else "")
+            print(head + yaml.safe_dump(doc, sort_keys=False), end="")
         return 0
     rd = Path(run_dir) if run_dir else _default_run_dir(recipe)
     main = int(os.environ.get("RANK", "0")) == 0
@@ -54,8 +55,12 @@ def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool
         raise ConfigError(f"nothing to resume: {rd} does not exist")
     rd.mkdir(parents=True, exist_ok=True)
     resolved = loaded.resolved()
+    config = resolved[0] if len(resolved) == 1 else {
+        "variants": {v.label: d for v, d in zip(loaded.variants, resolved, strict=True)}}
+    if resume:
+        _check_same_config(rd, config)
     if main and not resume:
-        write_provenance(rd, resolved[0] if len(resolved) == 1 else {"variants": resolved})
+        write_provenance(rd, config)
         (rd / RUN_META).write_text(json.dumps({"recipe": recipe, "overrides": overrides}, indent=2))
     if main:
         print(f"maezoo: {recipe} ({loaded.system_name}) -> {rd}", flush=True)
@@ -69,6 +74,30 @@ def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool
         print(_table(results))
         print(f"wrote {rd / name}  ({time.perf_counter() - t0:.1f}s)")
     return 0
+
+
+def _check_same_config(run_dir: Path, config: dict) -> None:
+    """A resume must continue with the settings the run started with (the recipe file may have changed since)."""
+    import yaml
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text())
+    now = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))  # the same YAML round trip as the saved file
+    if saved != now:
+        diff = sorted(_diff_keys(saved, now))[:8]
+        raise ConfigError(f"the recipe resolves differently now than when {run_dir} started (changed: "
+                          f"{', '.join(diff)}); resuming would mix settings. Restore the recipe, or start a new run")
+
+
+def _diff_keys(a: object, b: object, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}
 
 
 def _table(results) -> str:
@@ -186,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return cmd_demo(args.run_dir, args.overrides)
-    except (ConfigError, FileNotFoundError, KeyError, TypeError, ValueError, NonFiniteLossError, BadDataError) as exc:
+    except (ConfigError, FileNotFoundError, KeyError, TypeError, ValueError, NonFiniteLossError, BadDataError,
+            FloatingPointError) as exc:
         # user errors: one clear line, no traceback (set MAEZOO_DEBUG=1 for the trace)
         if os.environ.get("MAEZOO_DEBUG"):
             raise

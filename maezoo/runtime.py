@@ -14,6 +14,7 @@ choose precision and threads by the same rules.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from collections.abc import Callable
@@ -94,7 +95,8 @@ def to_device(x: Any, device: torch.device | str) -> Any:
     if isinstance(x, list | tuple):
         return type(x)(to_device(v, device) for v in x)
     if hasattr(x, "to"):
-        return x.to(device)
+        # PyG's Data.to moves the object in place; move a shallow copy so a dataset's cached graph stays put
+        return copy.copy(x).to(device)
     return x
 
 

@@ -327,3 +327,24 @@ def test_dict_batches_reach_the_model_on_the_device(tmp_path):
     assert s.samples_per_s > 0 and s.seen_samples == 32
     row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["train/loss"] == pytest.approx(1.0)  # the views cancel: (0 - 1)^2 whatever the weights
+
+
+def test_resume_refuses_a_recipe_that_changed_since_the_run_started(tmp_path, capsys):
+    import yaml
+
+    from maezoo.cli import main
+    from maezoo.config import resolve_recipe
+
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(resolve_recipe("image/mae_digits_demo").read_text())
+    run = tmp_path / "run"
+    assert main(["run", str(recipe), *TINY, "trainer.max_steps=20", "trainer.ckpt_every=5", "trainer.stop_after=10",
+                 "--run-dir", str(run)]) == 0
+    raw = yaml.safe_load(recipe.read_text())
+    raw["trainer"]["base_lr"] = 5e-3
+    recipe.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(["resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "resolves differently" in err and "trainer.base_lr" in err
+    assert json.loads((run / "pretrain_summary.json").read_text())["steps"] == 10  # nothing was continued

@@ -226,13 +226,16 @@ def test_graph_recipes_speak_the_one_dialect():
 
 def test_per_dataset_settings_merge_and_fail_clearly():
     loaded = _load("graph/graphmae_tu", "datasets=[MUTAG,PROTEINS]", "per_dataset.MUTAG.model.args.num_layers=4",
-                   "trainer.weight_decay=2e-5")
+                   "trainer.weight_decay=2e-5", "trainer.batch_size=16")
     mutag, proteins = (v.cfg for v in loaded.variants)
     assert [v.label for v in loaded.variants] == ["MUTAG", "PROTEINS"]
     assert (mutag.model.args["hidden"], mutag.model.args["num_layers"], mutag.trainer.epochs) == (32, 4, 20)
     assert (proteins.model.args["hidden"], proteins.model.args["num_layers"], proteins.trainer.epochs) == (512, 3, 100)
     assert mutag.data.args["name"] == "MUTAG" and proteins.protocols["svm"].pool == "max"
     assert mutag.trainer.weight_decay == 2e-5  # 2e-5 is read as a number, not the string YAML makes of it
+    assert mutag.trainer.batch_size == proteins.trainer.batch_size == 16  # the command line wins over per_dataset
+    with pytest.raises(ConfigError, match="datasets="):
+        _load("graph/graphmae_tu", "data.args.name=PROTEINS")
     with pytest.raises(ConfigError, match="dataset MUTAG: .*per_dataset|dataset MUTAG: .*hiden|hiden"):
         _load("graph/graphmae_tu", "datasets=[MUTAG]", "per_dataset.MUTAG.trainer.hiden=3")
     with pytest.raises(ConfigError, match="may not set datasets"):
@@ -407,3 +410,14 @@ def test_remask_projects_only_visible_rows_with_the_same_values_and_gradients():
     torch.testing.assert_close(g_fast, latent.grad)
     torch.testing.assert_close(w_fast, dec.encoder_to_decoder.weight.grad)
     assert torch.equal(g_fast[0, mask.mask[0]], torch.zeros(5, 8))  # hidden codes get no gradient
+
+
+def test_edge_cache_never_serves_another_graphs_edges():
+    tok = GraphNodeTokenizer(4)
+    seen = []
+    for i in range(50):  # fresh same-shape edge tensors: freed addresses get reused
+        ei = torch.tensor([[0, 1, 2], [1, 2, (i % 3)]])
+        got = tok.structure({"x": torch.rand(3, 4), "edge_index": ei})["edge_index"]
+        seen.append(sorted(map(tuple, got.t().tolist())))
+        want = sorted({(int(a), int(b)) for a, b in ei.t().tolist() if a != b} | {(k, k) for k in range(3)})
+        assert seen[-1] == want, (i, seen[-1], want)

@@ -40,11 +40,9 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("part", sorted(FORBIDDEN))
+@pytest.mark.parametrize("part", sorted(p for p in FORBIDDEN if (PKG / p).exists()))  # modalities as they land
 def test_layer_imports(part):
     target = PKG / part
-    if not target.exists():
-        pytest.skip(f"maezoo/{part} does not exist yet")
     files = [target] if target.is_file() else sorted(target.rglob("*.py"))
     bad = {str(f.relative_to(PKG)): sorted(_imports(f) & FORBIDDEN[part]) for f in files}
     bad = {k: v for k, v in bad.items() if v}

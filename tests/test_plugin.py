@@ -113,13 +113,8 @@ print("PLUGIN_OK", out.loss.item())
 '''
 
 
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("plugin")
-    src = root / "src"
-    src.mkdir()
-    (src / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
-    (src / "maezoo_toyplugin.py").write_text(textwrap.dedent(MODULE))
+def _pip_install_offline(src: Path, root: Path) -> Path:
+    """``pip install`` the package at ``src`` into ``root/site`` with no network and no build isolation."""
     site = root / "site"
     cmd = [
         sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
@@ -127,7 +122,18 @@ def plugin_site(tmp_path_factory) -> Path:
     ]
     env = {**os.environ, "PIP_NO_INPUT": "1", "PIP_CONFIG_FILE": os.devnull}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=root)
-    assert res.returncode == 0, f"offline pip install of the plugin failed:\n{res.stdout}\n{res.stderr}"
+    assert res.returncode == 0, f"offline pip install of {src} failed:\n{res.stdout}\n{res.stderr}"
+    return site
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("plugin")
+    src = root / "src"
+    src.mkdir()
+    (src / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
+    (src / "maezoo_toyplugin.py").write_text(textwrap.dedent(MODULE))
+    site = _pip_install_offline(src, root)
     assert list(site.glob("maezoo_toyplugin-*.dist-info/entry_points.txt")), list(site.iterdir())
     return site
 
@@ -268,14 +274,7 @@ def wave_site(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wave")
     src = root / "src"
     shutil.copytree(WAVE_EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    site = root / "site"
-    cmd = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-        "--disable-pip-version-check", "--no-cache-dir", "--target", str(site), str(src),
-    ]
-    env = {**os.environ, "PIP_NO_INPUT": "1", "PIP_CONFIG_FILE": os.devnull}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=root)
-    assert res.returncode == 0, f"offline pip install of examples/maezoo-wave failed:\n{res.stdout}\n{res.stderr}"
+    site = _pip_install_offline(src, root)
     assert list(site.glob("maezoo_wave-*.dist-info/entry_points.txt")), list(site.iterdir())
     assert (site / "maezoo_wave" / "recipes" / "wave_mae.yaml").is_file(), "the recipe is not packaged"
     return site

@@ -1,11 +1,14 @@
 """``torchrun`` support: DDP (or FSDP) on NCCL for GPUs and gloo for CPUs.
 
+(FSDP, for ViT-L/H and larger, is on the roadmap: it needs sharded checkpoints written by every rank.)
+
 The same recipe runs on one process or many: ``torchrun --nproc_per_node 8 -m maezoo run RECIPE``.
 Environment variables set by torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) switch it on.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -35,7 +38,8 @@ def init_distributed(device: torch.device) -> DistInfo:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        # rank 0 evaluates between pre-training runs (several seeds or datasets) while the others wait
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=12))
     info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         torch.cuda.set_device(info.local_rank)
@@ -45,12 +49,8 @@ def init_distributed(device: torch.device) -> DistInfo:
 def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, strategy: str = "ddp") -> nn.Module:
     if not info.enabled:
         return model
-    if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        for blk in getattr(getattr(model, "encoder", None), "blocks", []):
-            fully_shard(blk)
-        return fully_shard(model)
+    if strategy != "ddp":
+        raise ValueError(f"distributed strategy {strategy!r} is not supported; use 'ddp'")
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
 

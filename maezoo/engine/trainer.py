@@ -13,7 +13,7 @@ What it guarantees:
     * ``precision: auto`` (bf16 only where native) and ``threads: auto`` (free cores; see :mod:`maezoo.runtime`),
       both reported in the run header and ``env.json``; optional ``torch.compile``; a non-finite loss stops the
       run (or skips the step) naming the step.
-    * DDP/FSDP under ``torchrun`` (NCCL or gloo), identical weights on every rank.
+    * DDP under ``torchrun`` (NCCL or gloo), identical weights on every rank.
     * Exact resume: every random choice of step ``s`` (masks, drop path, augmentation of each sample) is
       seeded from ``(seed, s, rank)`` and the sample index, so a run resumed from any checkpoint ends with
       bit-identical weights to one that never stopped. SIGTERM writes a checkpoint, then exits. A damaged
@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from maezoo.config import option
+from maezoo.config import ConfigError, option
 from maezoo.data.robust import RobustDataset, collate_skip_bad
 from maezoo.engine import checkpoint as ckpt
 from maezoo.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, wrap_model
@@ -87,7 +87,8 @@ class TrainerConfig:
     compile: bool = False
     #: ``auto``: cuda if available, else cpu
     device: str = "auto"
-    distributed: Literal["ddp", "fsdp"] = "ddp"
+    #: multi-process strategy under torchrun (FSDP is not offered until its sharded checkpoints are tested)
+    distributed: Literal["ddp"] = "ddp"
     #: reshuffle the pre-training set every epoch (else keep its order)
     shuffle: bool = True
     #: drop the last incomplete batch of each epoch
@@ -257,7 +258,7 @@ class Trainer:
         cfg = self.cfg
         per_rank = dataset_len // world_size
         per_epoch = per_rank // cfg.batch_size if cfg.drop_last else -(-per_rank // cfg.batch_size)
-        steps_per_epoch = max(1, per_epoch // cfg.accum_steps)
+        steps_per_epoch = max(1, -(-per_epoch // cfg.accum_steps))  # an epoch rounds up to whole optimizer steps
         total = cfg.max_steps if cfg.max_steps is not None else int(cfg.epochs or 1) * steps_per_epoch
         warmup = cfg.warmup_steps if cfg.warmup_epochs is None else int(round(cfg.warmup_epochs * steps_per_epoch))
         return total, steps_per_epoch, warmup
@@ -336,6 +337,13 @@ class Trainer:
         counters = {"bad": 0, "seen": 0, "skipped": 0}
         if resume:
             latest, state = ckpt.load_latest_valid(run_dir, model)
+            saved = (int(state.get("world_size", info.world_size)), int(state.get("effective_batch", eff_batch)))
+            if saved != (info.world_size, eff_batch):
+                raise ConfigError(
+                    f"{latest} was written by {saved[0]} process(es) with an effective batch of {saved[1]}; this "
+                    f"resume has {info.world_size} and {eff_batch}. Resume with the same number of processes and "
+                    "trainer.batch_size/accum_steps, or start a new run"
+                )
             if cfg.threads == "auto" and state.get("threads"):
                 # the same thread count as before the interruption: float reductions, and so the weights,
                 # then match an uninterrupted run bit for bit

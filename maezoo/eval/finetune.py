@@ -35,6 +35,7 @@ from timm.layers import DropPath
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import Tensor, nn
 
+from maezoo.config import option
 from maezoo.core.mae import MaskedAutoencoder, Pool, pool_features
 from maezoo.core.masking import apply_drop
 from maezoo.eval.features import split_xy
@@ -55,27 +56,27 @@ class FinetuneConfig:
     that is smaller; the warm-up keeps the ``warmup_epochs / epochs`` share of the run.
     """
 
-    epochs: int = 100
-    max_steps: int | None = None
-    lr: float | None = None
-    base_lr: float = 1e-3
-    min_lr: float = 1e-6
-    warmup_epochs: float = 5.0
-    layer_decay: float | None = 0.75
-    weight_decay: float = 0.05
+    epochs: int = option(100, ge=1)
+    max_steps: int | None = option(None, ge=1)
+    lr: float | None = option(None, gt=0)
+    base_lr: float = option(1e-3, gt=0)
+    min_lr: float = option(1e-6, ge=0)
+    warmup_epochs: float = option(5.0, ge=0)
+    layer_decay: float | None = option(0.75, gt=0, le=1)
+    weight_decay: float = option(0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    drop_path: float = 0.1
-    label_smoothing: float = 0.1
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    mixup_prob: float = 1.0  # 0 disables mixup and cutmix
-    mixup_switch_prob: float = 0.5
+    drop_path: float = option(0.1, ge=0, lt=1)
+    label_smoothing: float = option(0.1, ge=0, lt=1)
+    mixup: float = option(0.8, ge=0)
+    cutmix: float = option(1.0, ge=0)
+    mixup_prob: float = option(1.0, ge=0, le=1)  # 0 disables mixup and cutmix
+    mixup_switch_prob: float = option(0.5, ge=0, le=1)
     #: None = full fine-tuning; k = partial fine-tuning of the last k blocks (+ final norm and head)
     trainable_blocks: int | None = None
     pool: Pool = "mean"
-    head_init_std: float = 2e-5
-    head_dropout: float = 0.0
-    clip_grad: float | None = None
+    head_init_std: float = option(2e-5, gt=0)
+    head_dropout: float = option(0.0, ge=0, lt=1)
+    clip_grad: float | None = option(None, gt=0)
     #: ``auto``: bf16 where the device runs it natively, else fp32 (see :mod:`maezoo.runtime`)
     amp: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     #: a registered masking strategy applied to the input tokens while training (Audio-MAE fine-tunes with
@@ -84,16 +85,20 @@ class FinetuneConfig:
     masking_args: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     #: evaluate on the test loader every this many epochs, for the log only (None: only at the end)
-    eval_every: int | None = None
-    log_every: int = 50
+    eval_every: int | None = option(None, ge=1)
+    log_every: int = option(50, ge=1)
     #: views per test sample, averaged (multi-clip x multi-crop testing); the test set stacks them on dim 1
-    views: int = 1
+    views: int = option(1, ge=1)
     #: print progress with an ETA every ``log_every`` steps (a bar on a terminal)
     progress: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if self.trainable_blocks is not None and self.trainable_blocks < 0:
             raise ValueError(f"trainable_blocks must be None or >= 0, got {self.trainable_blocks}")
         if self.pool not in ("cls", "mean", "none"):

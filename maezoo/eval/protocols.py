@@ -170,6 +170,12 @@ def _features(model: nn.Module, ds: Dataset, pool: str, env: ProtocolEnv):
     return extract_features(model, loader, pool=pool, device=env.device, amp_dtype=env.precision)  # type: ignore[arg-type]
 
 
+def _train_test_features(model: nn.Module, data: EvalData, s: Any, env: ProtocolEnv):
+    """The (subsets of the) train and test splits and their frozen pooled features, for k-NN and probes."""
+    tr, te = subset(data.get("train"), s.train_subset, env.seed), subset(data.get("test"), s.test_subset, env.seed + 1)
+    return tr, te, _features(model, tr, s.pool, env), _features(model, te, s.pool, env)
+
+
 # -- k-NN and linear probe ----------------------------------------------------------------------------------
 @dataclass
 class KNNSettings:
@@ -184,9 +190,7 @@ class KNNSettings:
 @protocol("knn", KNNSettings, compares_random_init=True)
 def knn(model: nn.Module, data: EvalData, s: KNNSettings, env: ProtocolEnv) -> ProtocolOutput:
     t0 = time.perf_counter()
-    tr, te = subset(data.get("train"), s.train_subset, env.seed), subset(data.get("test"), s.test_subset, env.seed + 1)
-    ftr, ytr = _features(model, tr, s.pool, env)
-    fte, yte = _features(model, te, s.pool, env)
+    tr, te, (ftr, ytr), (fte, yte) = _train_test_features(model, data, s, env)
     if infer_task(ytr) != "classification":
         raise ConfigError(f"knn classifies integer labels; {data.label or 'this dataset'} has {infer_task(ytr)} "
                           "targets: use the linprobe protocol (mAP / MSE and MAE)")
@@ -213,9 +217,7 @@ class LinprobeSettings:
 @protocol("linprobe", LinprobeSettings, compares_random_init=True)
 def linprobe(model: nn.Module, data: EvalData, s: LinprobeSettings, env: ProtocolEnv) -> ProtocolOutput:
     t0 = time.perf_counter()
-    tr, te = subset(data.get("train"), s.train_subset, env.seed), subset(data.get("test"), s.test_subset, env.seed + 1)
-    ftr, ytr = _features(model, tr, s.pool, env)
-    fte, yte = _features(model, te, s.pool, env)
+    tr, te, (ftr, ytr), (fte, yte) = _train_test_features(model, data, s, env)
     task = infer_task(ytr) if s.task == "auto" else s.task
     progress = Progress(s.epochs, 0, env.progress, max(1, s.epochs // 10), desc="linprobe")
 
@@ -305,7 +307,8 @@ def node_linprobe(model: nn.Module, data: EvalData, s: NodeLinprobeSettings, env
     model.eval()
     with torch.no_grad():
         emb = model.encode(to_device(graph, env.device), pool="none")[0].float().cpu()
-    r = node_linear_probe(emb, graph.y, graph.train_mask, graph.val_mask, graph.test_mask, lr=s.lr,
+    y, tr, va, te = (t.cpu() for t in (graph.y, graph.train_mask, graph.val_mask, graph.test_mask))
+    r = node_linear_probe(emb, y, tr, va, te, lr=s.lr,
                           weight_decay=s.weight_decay, epochs=s.epochs, seed=env.seed)
     return ProtocolOutput({"accuracy": r["test"]}, steps=s.epochs, wall_time_s=time.perf_counter() - t0,
                           extra={"val": r["val"], "final_epoch_test": r["final_test"], "best_epoch": r["best_epoch"],
@@ -318,6 +321,10 @@ class SVMSettings:
     pool: Literal["mean", "max", "sum"] = "mean"
     folds: int = option(10, ge=2)
     svm_c: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
+
+    def __post_init__(self) -> None:
+        if not self.svm_c or any(c <= 0 for c in self.svm_c):
+            raise ValueError(f"svm.svm_c must list positive values of C, got {self.svm_c}")
 
 
 @protocol("svm", SVMSettings)

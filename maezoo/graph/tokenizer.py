@@ -84,7 +84,7 @@ class GraphNodeTokenizer(Tokenizer):
         self.embed_dim = self.target_dim = int(in_dim)
         self.self_loops = self_loops
         self.cache_size = cache_size
-        self._cache: dict[tuple, Tensor] = {}
+        self._cache: dict[tuple, tuple[weakref.ref, Tensor]] = {}
 
     # -- checks ---------------------------------------------------------------------------------------
     def validate(self, x: Any) -> None:
@@ -142,13 +142,14 @@ class GraphNodeTokenizer(Tokenizer):
         ei = ei.long()
         if self.self_loops:
             key = (ei.data_ptr(), tuple(ei.shape), ei._version, n, str(ei.device))
-            cached = self._cache.get(key)
-            if cached is None:
-                cached = add_self_loops_cached(ei, n)
+            entry = self._cache.get(key)
+            # the entry must belong to this very tensor: a freed tensor's address can be reused by another graph
+            if entry is None or entry[0]() is not ei:
+                entry = (weakref.ref(ei), add_self_loops_cached(ei, n))
                 if len(self._cache) >= self.cache_size:
                     self._cache.pop(next(iter(self._cache)))
-                self._cache[key] = cached
-            ei = cached
+                self._cache[key] = entry
+            ei = entry[1]
         if batch is None:
             batch = torch.zeros(n, dtype=torch.long, device=feats.device)
             num_graphs = 1

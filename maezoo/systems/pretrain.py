@@ -28,6 +28,7 @@ from maezoo.engine.logging import MetricsLogger
 from maezoo.engine.trainer import Trainer, TrainerConfig
 from maezoo.eval.features import make_loader
 from maezoo.eval.knn import KNNMonitor
+from maezoo.eval.metrics import higher_is_better
 from maezoo.eval.protocols import EvalData, ProtocolEnv, get_protocol, protocol_sections, subset
 from maezoo.registry import build, check_kwargs, get, name_of, names, register
 from maezoo.results import Result
@@ -141,6 +142,9 @@ class PretrainSystem:
             raise ConfigError("seeds must list at least one seed, e.g. seeds=[0]")
         if len(set(cfg.seeds)) != len(cfg.seeds):
             raise ConfigError(f"seeds must be distinct, got {cfg.seeds}")
+        ft = cfg.protocols.get("finetune")
+        if ft is not None and ft.masking and any(get_protocol(s).section == "finetune" for s in cfg.stages if s != "pretrain"):  # type: ignore[attr-defined]
+            check_kwargs(get("masking", ft.masking), ft.masking_args, f"finetune.masking {ft.masking!r}")
         try:
             check_kwargs(get("model", cfg.model.name), cfg.model.args, f"model.args of model {cfg.model.name!r}")
             check_kwargs(get("dataset", cfg.data.name), {**cfg.data.args, "split": "train", "transform": "eval"},
@@ -209,6 +213,7 @@ class PretrainSystem:
                     results.append(Result(
                         system="mae", modality=modality, dataset=cfg.label.lower(), model=cfg.model.name,
                         protocol=protocol, metric=metric, values=[float(value)], seeds=[seed], init=init,
+                        higher_is_better=_higher_is_better(metric),
                         steps=pre.get("steps") if init == "pretrained" else 0, wall_time_s=out.wall_time_s,
                         extra=extra))
         logger.close()
@@ -219,7 +224,8 @@ class PretrainSystem:
         summary_path = run_dir / "pretrain_summary.json"
         if ctx.resume and (run_dir / "model.safetensors").is_file() and summary_path.is_file():
             print(f"pre-training of {run_dir} already finished; skipping it", flush=True)
-            return json.loads(summary_path.read_text())
+            done = json.loads(summary_path.read_text())
+            return {**done, "wall_time_s": done.get("total_wall_time_s") or done["wall_time_s"]}
         from maezoo.engine.checkpoint import complete_checkpoints
 
         model = self._model(spec, seed)
@@ -257,6 +263,13 @@ class PretrainSystem:
             return None
         path = path.with_name(getattr(viz, "filename", path.name))
         return viz(model, self._dataset(cfg, "test", "eval"), path, num=cfg.visualize, seed=0)
+
+
+def _higher_is_better(metric: str) -> bool:
+    try:
+        return higher_is_better(metric)
+    except KeyError:  # a plugin protocol's own metric, not registered as a metric
+        return True
 
 
 def _modality(model: nn.Module) -> str:

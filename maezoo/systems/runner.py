@@ -46,7 +46,7 @@ class LoadedRecipe:
         out = []
         for v in self.variants:
             d = dump(v.cfg) if dump else _asdict(v.cfg)
-            out.append({"system": self.system_name, **({"dataset": v.label} if v.label else {}), **d})
+            out.append({"system": self.system_name, **d})
         return out
 
 
@@ -68,13 +68,21 @@ def load_recipe(recipe: str, overrides: list[str]) -> LoadedRecipe:
             special[key] = o.split("=", 1)[1] if "=" in o else ""
         else:
             rest.append(o)
-    raw = apply_overrides(raw, rest)
+    # `datasets`/`per_dataset` overrides shape the expansion; every other override then applies to each
+    # dataset's recipe, so a command-line value wins over the recipe's per_dataset settings
+    early = [o for o in rest if o.split("=", 1)[0].split(".")[0] in ("datasets", "per_dataset", "system")]
+    late = [o for o in rest if o not in early]
+    raw = apply_overrides(raw, early)
+    if raw.get("datasets") is not None and any(o.split("=", 1)[0] in ("data.args.name", "data.args", "data") for o in late):
+        raise ConfigError("this recipe runs each entry of `datasets:`; choose them with datasets=[...] rather than "
+                          "data.args.name")
     system_name = raw.pop("system", None)
     if not system_name:
         raise ConfigError(f"{path}: a recipe must name its `system` (e.g. `system: mae`)")
     system_cls = get("system", system_name)
     variants = []
     for label, r in expand_datasets(raw):
+        r = apply_overrides(r, late)
         try:
             cfg = system_cls.load_config(r) if hasattr(system_cls, "load_config") else _from_dict(system_cls, r)
         except ConfigError as exc:
@@ -124,6 +132,10 @@ def run_recipe(loaded: LoadedRecipe, run_dir: Path, resume: bool = False) -> lis
             if loaded.checkpoint is not None:
                 ckpt = leaf_dir(loaded.checkpoint, v.label, seed, len(seeds))
                 if not ckpt.exists():
+                    if len(loaded.variants) > 1 or len(seeds) > 1:
+                        raise ConfigError(f"checkpoint={loaded.checkpoint} has no {ckpt.relative_to(loaded.checkpoint)} "
+                                          "for this dataset and seed; pass the run folder the recipe wrote, or "
+                                          "choose the datasets=[...] and seeds=[...] it holds")
                     ckpt = loaded.checkpoint
             leaf.mkdir(parents=True, exist_ok=True)
             if len(seeds) > 1 or v.label:
@@ -131,31 +143,38 @@ def run_recipe(loaded: LoadedRecipe, run_dir: Path, resume: bool = False) -> lis
             ctx = RunContext(run_dir=leaf, recipe=loaded.name, seed=seed, stage=loaded.stage, checkpoint=ckpt,
                              resume=resume)
             got = system.run(v.cfg, ctx)
+            _barrier()  # ranks > 0 wait here while rank 0 evaluates
             if got and not is_leaf_root:
                 write_results(done, got, recipe=loaded.name)
             rows += got
     return merge_seeds(rows)
 
 
+def _barrier() -> None:
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def merge_seeds(rows: list[Result]) -> list[Result]:
     """One row per (dataset, model, protocol, init, metric), its values and seeds gathered over seeds."""
-    merged: dict[tuple, Result] = {}
+    groups: dict[tuple, list[Result]] = {}
     for r in rows:
-        key = (r.system, r.modality, r.dataset, r.model, r.protocol, r.init, r.metric)
-        m = merged.get(key)
-        if m is None:
-            merged[key] = Result(**{**r.__dict__, "values": list(r.values), "seeds": list(r.seeds),
-                                    "extra": {**r.extra, "per_seed": [r.extra]} if r.extra else {}})
+        groups.setdefault((r.system, r.modality, r.dataset, r.model, r.protocol, r.init, r.metric), []).append(r)
+    out = []
+    for rs in groups.values():
+        first = rs[0]
+        if len(rs) == 1:
+            out.append(first)
             continue
-        m.values += r.values
-        m.seeds += r.seeds
-        m.wall_time_s = (m.wall_time_s or 0.0) + (r.wall_time_s or 0.0) if r.wall_time_s is not None else m.wall_time_s
-        if r.extra:
-            m.extra.setdefault("per_seed", []).append(r.extra)
-    for m in merged.values():
-        if len(m.seeds) == 1:
-            m.extra.pop("per_seed", None)
-    return list(merged.values())
+        walls = [r.wall_time_s for r in rs if r.wall_time_s is not None]
+        out.append(Result(**{**first.__dict__, "values": [v for r in rs for v in r.values],
+                             "seeds": [s for r in rs for s in r.seeds],
+                             "wall_time_s": sum(walls) if walls else None,
+                             # details differ per seed: one entry per seed, in the order of `seeds`
+                             "extra": {"per_seed": [r.extra for r in rs]}}))
+    return out
 
 
 __all__ = ["LoadedRecipe", "Variant", "leaf_dir", "load_recipe", "merge_seeds", "run_recipe"]
