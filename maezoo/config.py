@@ -152,10 +152,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def option(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
-           le: float | None = None, lt: float | None = None, default_factory: Any = dataclasses.MISSING,
-           doc: str = "") -> Any:
+           le: float | None = None, lt: float | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with a declared range, checked by :func:`from_dict` (``ge <= v``, ``gt < v`` ...)."""
-    meta = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}.items() if v not in (None, "")}
+    meta = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -248,22 +247,3 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
-
-
-def describe(cls: type) -> dict[str, str]:
-    """``{key: "type (range)  doc"}`` for every field of a config dataclass (for docs and errors)."""
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for f in dataclasses.fields(cls):
-        rng = ", ".join(f"{k} {v}" for k, v in f.metadata.items() if k != "doc")
-        out[f.name] = f"{_type_name(hints[f.name])}{f' ({rng})' if rng else ''}"
-    return out
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is typing.Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")

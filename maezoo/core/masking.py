@@ -495,7 +495,7 @@ def apply_replace_rule(
     if rule.random > 0:
         src = torch.randint(0, b * n, hidden.shape, generator=generator, device=gen_dev).to(tokens.device)
         content = tokens if pos_full is None else tokens - pos_full
-        noise = content.reshape(b * n, d)[src]  # [B, M, D]
+        noise = content.reshape(b * n, d).index_select(0, src.reshape(-1)).view(*src.shape, d)  # [B, M, D]
         if pos_full is not None:
             noise = noise + torch.gather(pos_full, 1, idx)
         new = torch.where(is_random.unsqueeze(-1), noise, new)

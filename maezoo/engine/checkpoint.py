@@ -109,14 +109,9 @@ def save_checkpoint(
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    root = Path(run_dir) / CKPT_DIR
-    marker = root / "latest"
-    if marker.is_file():
-        cand = root / marker.read_text().strip()
-        if (cand / "state.pt").is_file():
-            return cand
-    done = sorted(p for p in root.glob("step_*") if (p / "state.pt").is_file())
-    return done[-1] if done else None
+    """The newest complete checkpoint folder (the one ``latest`` names when it is complete), or ``None``."""
+    done = complete_checkpoints(run_dir)
+    return done[0] if done else None
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
@@ -164,7 +159,3 @@ def load_latest_valid(run_dir: Path, model: nn.Module) -> tuple[Path, dict[str, 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
     return torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
-
-
-def load_weights_into(model: nn.Module, ckpt: Path) -> None:
-    unwrap(model).load_state_dict(load_file(str(resolve_weights(ckpt))))

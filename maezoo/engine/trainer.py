@@ -300,9 +300,12 @@ class Trainer:
         finally:
             _set_rng_state(state)
         x = to_device(input_fn(batch), self.device)
-        twin = copy.deepcopy(model).to(self.device).train()
+        twins: list[nn.Module] = []
 
         def step() -> None:
+            if not twins:  # copied only when the probe runs (two or more free cores)
+                twins.append(copy.deepcopy(model).to(self.device).train())
+            twin = twins[0]
             with autocast(self.device, self.precision):
                 out = twin(x, generator=torch.Generator().manual_seed(0))
             out.loss.backward()
