@@ -18,7 +18,10 @@ __version__ = "0.1.0"
 from maezoo import (
     core,  # noqa: E402  (registers core built-ins)
     graph,  # noqa: E402,F401  (registers the graph modality; imports torch_geometric lazily)
-    image,  # noqa: E402,F401  (registers the image modality)
+    image,  # noqa: E402,F401  (registers the image modality, MAE and ConvMAE)
+    video,  # noqa: E402,F401  (registers the video modality: VideoMAE)
+    audio,  # noqa: E402,F401  (registers the audio modality: Audio-MAE)
+    timeseries,  # noqa: E402,F401  (registers the time-series modality: TSFormer, PatchTST)
     registry,
     systems,  # noqa: E402,F401  (registers the `mae` system)
 )

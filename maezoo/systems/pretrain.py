@@ -78,6 +78,23 @@ class MonitorSettings:
 
 
 @dataclass
+class PublishedRef:
+    """A published figure the results table shows beside maezoo's own (never mixed with measured rows)."""
+
+    #: the protocol it compares with (``finetune``, ``linprobe``, ``forecast`` ...)
+    protocol: str
+    #: the metric name as maezoo reports it (``top1``, ``mse`` ...)
+    metric: str
+    value: float
+    #: where it comes from (paper and table, e.g. ``"VideoMAE (2203.12602) Table 6"``)
+    source: str
+    #: the published setting when it differs from the recipe's (e.g. ``"ViT-B, 3200 epochs"``)
+    setting: str = ""
+    #: dataset label it applies to (default: the recipe's); for ``datasets:`` recipes name the entry
+    dataset: str | None = None
+
+
+@dataclass
 class RecipeConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -90,6 +107,8 @@ class RecipeConfig:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     #: samples shown in the figure written after pre-training (0: none)
     visualize: int = option(8, ge=0)
+    #: published figures to show beside the measured ones (results rows with ``init: published``)
+    published: list[PublishedRef] = field(default_factory=list)
     #: settings of each protocol section, keyed by section name (filled from the recipe's top-level sections)
     protocols: dict[str, Any] = field(default_factory=dict)
 
@@ -217,7 +236,19 @@ class PretrainSystem:
                         steps=pre.get("steps") if init == "pretrained" else 0, wall_time_s=out.wall_time_s,
                         extra=extra))
         logger.close()
+        if seed == cfg.seeds[0]:
+            results += self._published(cfg, modality)
         return results
+
+    @staticmethod
+    def _published(cfg: RecipeConfig, modality: str) -> list[Result]:
+        """The recipe's published references for this dataset, as rows marked ``init: published``."""
+        label = cfg.label.lower()
+        return [Result(system="mae", modality=modality, dataset=label, model=cfg.model.name, protocol=ref.protocol,
+                       metric=ref.metric, values=[ref.value], seeds=[], init="published",
+                       higher_is_better=_higher_is_better(ref.metric), steps=None, wall_time_s=None,
+                       extra={"source": ref.source, "setting": ref.setting})
+                for ref in cfg.published if ref.dataset is None or ref.dataset.lower() == label]
 
     def _pretrain(self, cfg: RecipeConfig, ctx: RunContext, spec: dict[str, Any]) -> dict[str, Any]:
         run_dir, seed = ctx.run_dir, ctx.seed

@@ -1,0 +1,1 @@
+"""audio modality (in progress)."""

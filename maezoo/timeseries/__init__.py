@@ -1,0 +1,1 @@
+"""timeseries modality (in progress)."""
