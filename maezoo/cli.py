@@ -5,7 +5,9 @@
     maezoo run RECIPE --print-config          the fully resolved recipe, every default included
     maezoo resume RUN_DIR                     continue an interrupted run exactly
     maezoo visualize RUN_DIR_OR_CHECKPOINT    reconstruction PNG of held-out samples
-    maezoo table RESULTS.json ...             one cross-modality Markdown table
+    maezoo table RUN_DIR_OR_RESULTS ...       one table: per (dataset, protocol) pre-trained vs baseline and gain
+    maezoo bench --suite quick                run (or continue) a benchmark suite, one process per recipe
+    maezoo bench report --suite quick         docs/benchmarks.md, the README summary and plots from its records
     maezoo demo                               pre-train a small MAE on bundled digits and evaluate it (< 3 min)
 
 Multi-process: ``torchrun --nproc_per_node N -m maezoo run RECIPE --run-dir DIR``.
@@ -142,6 +144,10 @@ def cmd_visualize(target: str, out: str | None, num: int, seed: int) -> int:
     ds = maezoo.build("dataset", data.name, **{**data.args, "split": "test", "transform": "eval"})
     tok = maezoo.registry.name_of("tokenizer", type(model.tokenizer))
     viz = maezoo.get("visualizer", tok or "?")
+    if not getattr(viz, "whole_dataset", False):
+        from maezoo.data.sampling import spread_over_classes
+
+        ds = spread_over_classes(ds, num, seed)
     dest = Path(out) if out else folder / f"figure_{folder.name}.png"
     viz(model, ds, dest, num=num, seed=seed)
     print(f"wrote {dest}")
@@ -165,6 +171,35 @@ def cmd_demo(run_dir: str | None, overrides: list[str]) -> int:
     return rc
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from maezoo.bench import SUITES, get_suite
+
+    if args.action == "list":
+        for name, suite in SUITES.items():
+            total = sum(e.minutes for e in suite.entries)
+            print(f"{name}: {suite.description} (about {total:.0f} min)")
+            for e in suite.entries:
+                print(f"  {e.name:<28} {e.recipe} {' '.join(e.overrides)}  (~{e.minutes:g} min)")
+        return 0
+    get_suite(args.suite)
+    if args.action == "report":
+        from maezoo.bench.report import report
+
+        changed = report(args.suite, Path(args.results_dir), Path(args.docs), Path(args.readme) if args.readme else None,
+                         check=args.check)
+        if args.check and changed:
+            print(f"maezoo: out of date with the records: {', '.join(map(str, changed))}; run "
+                  f"`maezoo bench report --suite {args.suite}`", file=sys.stderr)
+            return 1
+        print("up to date" if not changed else f"wrote {', '.join(map(str, changed))}")
+        return 0
+    from maezoo.bench.run import run_suite
+
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    outcomes = run_suite(args.suite, Path(args.results_dir), Path(args.runs_dir), only=only)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maezoo", description="Masked autoencoders for every modality.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -181,8 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default=None)
     v.add_argument("--num", type=int, default=8)
     v.add_argument("--seed", type=int, default=0)
-    t = sub.add_parser("table", help="one Markdown table from results.json files of any modality")
+    t = sub.add_parser("table", help="one Markdown table from run folders or results.json files of any modality")
     t.add_argument("paths", nargs="+")
+    b = sub.add_parser("bench", help="run a benchmark suite (`maezoo bench --suite quick`) or render its report "
+                                     "(`maezoo bench report --suite quick`)")
+    b.add_argument("action", nargs="?", choices=["run", "report", "list"], default="run")
+    b.add_argument("--suite", default="quick", help="suite name (maezoo bench list)")
+    b.add_argument("--only", default=None, help="comma-separated entry names to run")
+    b.add_argument("--results-dir", default="benchmarks/results", help="records go to RESULTS_DIR/<suite>/")
+    b.add_argument("--runs-dir", default="runs/bench", help="run folders go to RUNS_DIR/<suite>/<entry>")
+    b.add_argument("--docs", default="docs/benchmarks.md", help="the page `report` writes")
+    b.add_argument("--readme", default="README.md", help="the README whose summary section `report` rewrites ('' for none)")
+    b.add_argument("--check", action="store_true", help="report: fail if the page or README differ from the records")
     d = sub.add_parser("demo", help="small MAE on bundled digits, evaluated against random init (< 3 min)")
     d.add_argument("overrides", nargs="*")
     d.add_argument("--run-dir", default=None)
@@ -215,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             return cmd_demo(args.run_dir, args.overrides)
+        if args.command == "bench":
+            return cmd_bench(args)
     except (ConfigError, FileNotFoundError, KeyError, TypeError, ValueError, NonFiniteLossError, BadDataError,
             FloatingPointError) as exc:
         # user errors: one clear line, no traceback (set MAEZOO_DEBUG=1 for the trace)

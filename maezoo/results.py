@@ -80,6 +80,8 @@ def hardware() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "num_threads": torch.get_num_threads(),
         "platform": platform.platform(),
+        # bf16 is native with AVX512-BF16/AMX and emulated (very slow) with AVX2 only: name it with every CPU figure
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     try:
         with open("/proc/cpuinfo") as f:
@@ -147,18 +149,55 @@ def read_results(path: str | Path) -> tuple[dict[str, Any], list[Result]]:
     return doc, [Result.from_json(r) for r in doc["results"]]
 
 
+def results_file(path: str | Path) -> Path:
+    """``results.json`` of a run folder, or the file itself."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "results.json").is_file():
+            raise FileNotFoundError(f"{p} has no results.json (is it a finished maezoo run folder?)")
+        return p / "results.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such run folder or results.json")
+    return p
+
+
+def _fmt(r: Result | None) -> str:
+    if r is None:
+        return "–"
+    return f"{r.value:.2f} ± {r.std:.2f}" if len(r.values) > 1 else f"{r.value:.2f}"
+
+
 def render_table(paths: list[str | Path]) -> str:
-    """One Markdown table from any number of ``results.json`` files (any modality)."""
-    rows = []
-    for p in paths:
-        doc, results = read_results(p)
-        hw = doc["hardware"].get("gpu") or doc["hardware"].get("cpu", "?")
-        for r in results:
-            rows.append((r.modality, r.dataset, r.system, r.model, r.protocol, r.init, r.metric,
-                         f"{r.value:.2f} ± {r.std:.2f}" if len(r.values) > 1 else f"{r.value:.2f}",
-                         str(len(r.seeds)), "" if r.steps is None else str(r.steps),
-                         "" if r.wall_time_s is None else f"{r.wall_time_s:.0f}", hw))
-    head = ("modality", "dataset", "system", "model", "protocol", "init", "metric", "value", "seeds", "steps", "wall s", "hardware")
+    """One Markdown table from run folders or ``results.json`` files of any modality.
+
+    One row per (dataset, protocol) and headline metric: the pre-trained score beside its baseline (random init, or
+    from scratch for fine-tuning) and the gain (positive: pre-training helped; for error metrics the baseline minus
+    the pre-trained value), top-5 beside top-1, and the published figure where the recipe gives one. Metrics other
+    than top-1/top-5 (``mse@96``, ``accuracy`` ...) each get a row.
+    """
+    head = ("modality", "dataset", "model", "protocol", "metric", "pre-trained", "baseline", "gain", "top-5 (pre / base)",
+            "published", "seeds", "steps", "hardware")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in sorted(rows)]
+    body = []
+    for p in paths:
+        doc, results = read_results(results_file(p))
+        hw = doc["hardware"].get("gpu") or doc["hardware"].get("cpu", "?")
+        idx = {(r.dataset, r.model, r.protocol, r.metric, r.init): r for r in results}
+        for r in results:
+            if r.init != "pretrained" or r.metric == "top5" and (r.dataset, r.model, r.protocol, "top1", "pretrained") in idx:
+                continue
+            key = (r.dataset, r.model, r.protocol)
+            base = idx.get((*key, r.metric, "random"))
+            pub = idx.get((*key, r.metric, "published"))
+            gain = "–"
+            if base is not None:
+                g = (r.value - base.value) if r.higher_is_better else (base.value - r.value)
+                gain = f"{'+' if g >= 0 else '−'}{abs(g):.2f}"
+            top5 = "–"
+            if r.metric == "top1" and (*key, "top5", "pretrained") in idx:
+                top5 = f"{_fmt(idx[(*key, 'top5', 'pretrained')])} / {_fmt(idx.get((*key, 'top5', 'random')))}"
+            body.append((r.modality, r.dataset, r.model, r.protocol, r.metric, _fmt(r),
+                         _fmt(base) + (" (scratch)" if base is not None and r.protocol == "finetune" else ""), gain, top5,
+                         _fmt(pub), str(len(r.seeds)), "" if r.steps is None else str(r.steps), hw))
+    lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)

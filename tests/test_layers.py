@@ -12,14 +12,16 @@ PKG = Path(__file__).resolve().parents[1] / "maezoo"
 MODALITIES = {"image", "graph", "video", "audio", "timeseries"}
 #: what each part of the package may not import (top-level ``maezoo.<part>`` names)
 FORBIDDEN = {
-    "core": MODALITIES | {"engine", "eval", "systems", "cli"},
-    "engine": MODALITIES | {"eval", "systems", "cli"},
-    "eval": MODALITIES | {"engine", "systems", "cli"},
-    "optim.py": MODALITIES | {"engine", "eval", "systems", "cli"},
-    "runtime.py": MODALITIES | {"engine", "eval", "systems", "cli"},
-    "config.py": MODALITIES | {"engine", "eval", "systems", "cli"},
-    "systems": MODALITIES | {"cli"},
-    **{m: (MODALITIES - {m}) | {"engine", "eval", "systems", "cli"} for m in MODALITIES},
+    "core": MODALITIES | {"engine", "eval", "systems", "cli", "bench"},
+    "engine": MODALITIES | {"eval", "systems", "cli", "bench"},
+    "eval": MODALITIES | {"engine", "systems", "cli", "bench"},
+    "optim.py": MODALITIES | {"engine", "eval", "systems", "cli", "bench"},
+    "runtime.py": MODALITIES | {"engine", "eval", "systems", "cli", "bench"},
+    "config.py": MODALITIES | {"engine", "eval", "systems", "cli", "bench"},
+    "figures.py": MODALITIES | {"engine", "eval", "systems", "cli", "bench"},
+    "bench": MODALITIES | {"cli"},
+    "systems": MODALITIES | {"cli", "bench"},
+    **{m: (MODALITIES - {m}) | {"engine", "eval", "systems", "cli", "bench"} for m in MODALITIES},
 }
 
 

@@ -293,7 +293,7 @@ class NodeLinprobeSettings:
     epochs: int = option(300, ge=1)
 
 
-@protocol("node_linprobe", NodeLinprobeSettings)
+@protocol("node_linprobe", NodeLinprobeSettings, compares_random_init=True)
 def node_linprobe(model: nn.Module, data: EvalData, s: NodeLinprobeSettings, env: ProtocolEnv) -> ProtocolOutput:
     """Logistic regression on frozen node embeddings; test accuracy at the best validation epoch (GraphMAE)."""
     from maezoo.eval.graph_probes import node_linear_probe
@@ -327,7 +327,7 @@ class SVMSettings:
             raise ValueError(f"svm.svm_c must list positive values of C, got {self.svm_c}")
 
 
-@protocol("svm", SVMSettings)
+@protocol("svm", SVMSettings, compares_random_init=True)
 def svm(model: nn.Module, data: EvalData, s: SVMSettings, env: ProtocolEnv) -> ProtocolOutput:
     """Pooled graph embeddings, RBF SVM with ``C`` grid-searched, stratified k-fold CV (GraphMAE's TU protocol)."""
     from maezoo.eval.graph_probes import svm_cv

@@ -72,3 +72,4 @@ def visualize_graph(model, dataset, path: str | Path, num: int = 8, seed: int = 
 
 
 visualize_graph.filename = "embeddings.png"  # type: ignore[attr-defined]  (name of the figure in a run folder)
+visualize_graph.whole_dataset = True  # type: ignore[attr-defined]  (it embeds every node: no per-class sample)

@@ -16,6 +16,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from maezoo.core.mae import MaskedAutoencoder
+from maezoo.figures import RECONSTRUCTION_COLUMNS, label_columns
 from maezoo.registry import register
 
 
@@ -72,7 +73,7 @@ def save_reconstructions(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(make_grid(imgs.cpu(), nrow=3, padding=2, pad_value=1.0), path)
-    return path
+    return label_columns(path, RECONSTRUCTION_COLUMNS)
 
 
 @register("visualizer", "image")

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from maezoo.config import ConfigError, from_dict, option, to_dict
+from maezoo.data.sampling import spread_over_classes
 from maezoo.engine.checkpoint import load_model, resolve_weights
 from maezoo.engine.logging import MetricsLogger
 from maezoo.engine.trainer import Trainer, TrainerConfig
@@ -293,7 +294,9 @@ class PretrainSystem:
         except KeyError:
             return None
         path = path.with_name(getattr(viz, "filename", path.name))
-        return viz(model, self._dataset(cfg, "test", "eval"), path, num=cfg.visualize, seed=0)
+        test = self._dataset(cfg, "test", "eval")
+        shown = test if getattr(viz, "whole_dataset", False) else spread_over_classes(test, cfg.visualize)
+        return viz(model, shown, path, num=cfg.visualize, seed=0)
 
 
 def _higher_is_better(metric: str) -> bool:
@@ -305,6 +308,9 @@ def _higher_is_better(metric: str) -> bool:
 
 def _modality(model: nn.Module) -> str:
     tok = getattr(model, "tokenizer", None)
+    declared = getattr(tok, "modality", None)  # a tokenizer (a plugin's too) may name its modality
+    if isinstance(declared, str) and declared:
+        return declared
     mod = type(tok).__module__.split(".")
     if mod[0] == "maezoo" and len(mod) > 2:
         return mod[1]

@@ -1,0 +1,69 @@
+"""Named benchmark suites: which recipes, with which overrides, and which protocol a summary row shows.
+
+``quick`` holds every modality's CPU-sized recipe (about an hour on a 2-core CPU, each entry's expected minutes
+below, measured); ``full`` holds the paper-scale ones (a GPU machine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    #: the entry's name: its results file is ``<name>.json`` and its run folder ``<runs>/<suite>/<name>``
+    name: str
+    #: recipe name (``maezoo list``) or path
+    recipe: str
+    #: ``key=value`` overrides, as on the ``maezoo run`` command line
+    overrides: tuple[str, ...] = ()
+    #: what the summary row calls the method (e.g. ``MAE ViT-T``)
+    method: str = ""
+    #: the protocol and metric the cross-modality summary shows for this entry
+    main_protocol: str = "linprobe"
+    main_metric: str = "top1"
+    #: expected wall time on a 2-core CPU, for the suite's ETA (updated from measured entries while it runs)
+    minutes: float = 5.0
+    #: notes for the report (e.g. why a gap to the baseline is expected)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    entries: tuple[SuiteEntry, ...] = field(default_factory=tuple)
+
+
+SUITES: dict[str, Suite] = {}
+
+
+def register_suite(suite: Suite) -> Suite:
+    if suite.name in SUITES:
+        raise ValueError(f"suite {suite.name!r} is defined twice")
+    names = [e.name for e in suite.entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"suite {suite.name!r}: entry names must be unique, got {names}")
+    SUITES[suite.name] = suite
+    return suite
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; known suites: {', '.join(sorted(SUITES))}")
+    return SUITES[name]
+
+
+register_suite(Suite("quick", "every modality's CPU-sized recipe (2-core CPU)", (
+    SuiteEntry("image_mae_digits", "image/mae_digits_demo", method="MAE ViT (demo)", minutes=1.5),
+    SuiteEntry("graph_graphmae_mutag", "graph/graphmae_tu", ("datasets=[MUTAG]",), method="GraphMAE GIN",
+               main_protocol="svm", main_metric="accuracy", minutes=1.0),
+)))
+
+register_suite(Suite("full", "paper-scale recipes (a GPU machine)", (
+    SuiteEntry("image_mae_cifar10", "image/mae_cifar10_gpu", method="MAE ViT", minutes=60.0),
+    SuiteEntry("graph_graphmae_cora", "graph/graphmae_cora", method="GraphMAE GAT", main_protocol="node_linprobe",
+               main_metric="accuracy", minutes=30.0),
+    SuiteEntry("graph_graphmae_tu", "graph/graphmae_tu", method="GraphMAE GIN", main_protocol="svm",
+               main_metric="accuracy", minutes=10.0),
+)))

@@ -1,0 +1,36 @@
+"""Figure helpers every modality's visualiser may use (no modality imports).
+
+``label_columns`` writes a header row naming each column of a grid figure (masked input, reconstruction,
+original), so a reader does not have to guess what each column shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+#: the column names of a reconstruction figure, left to right
+RECONSTRUCTION_COLUMNS = ("masked input", "reconstruction", "original")
+
+
+def label_columns(path: str | Path, labels: Sequence[str], height: int = 18) -> Path:
+    """Add a white header row above the PNG at ``path`` with ``labels`` centred over equal-width columns,
+    repeated when the image holds several groups of ``len(labels)`` columns."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    path = Path(path)
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    out = Image.new("RGB", (w, h + height), "white")
+    out.paste(img, (0, height))
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default()
+    n = len(labels)
+    col_w = w / n
+    for i, text in enumerate(labels):
+        box = draw.textbbox((0, 0), text, font=font)
+        tw, th = box[2] - box[0], box[3] - box[1]
+        x = int(i * col_w + (col_w - tw) / 2)
+        draw.text((max(0, x), max(0, (height - th) // 2)), text, fill="black", font=font)
+    out.save(path)
+    return path
