@@ -125,4 +125,7 @@ def test_save_reconstructions_writes_png(tiny_image_mae, tmp_path, b, size, upsc
         im.verify()
     with Image.open(path) as im:
         assert im.format == "PNG"
-        assert im.size == (3 * (s + pad) + pad, b * (s + pad) + pad)  # 3 columns, one row per image
+        header = 18  # the row naming the columns (masked input, reconstruction, original)
+        assert im.size == (3 * (s + pad) + pad, b * (s + pad) + pad + header)  # 3 columns, one row per image
+        top = im.convert("L").crop((0, 0, im.size[0], header))
+        assert min(top.getdata()) < 128  # the labels are drawn (dark text on white)
