@@ -197,7 +197,7 @@ def render_table(paths: list[str | Path]) -> str:
             if r.metric == "top1" and (*key, "top5", "pretrained") in idx:
                 top5 = f"{_fmt(idx[(*key, 'top5', 'pretrained')])} / {_fmt(idx.get((*key, 'top5', 'random')))}"
             body.append((r.modality, r.dataset, r.model, r.protocol, r.metric, _fmt(r),
-                         _fmt(base) + (" (scratch)" if base is not None and r.protocol == "finetune" else ""), gain, top5,
+                         _fmt(base) + (" (scratch)" if base is not None and "finetune" in r.protocol else ""), gain, top5,
                          _fmt(pub), str(len(r.seeds)), "" if r.steps is None else str(r.steps), hw))
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)

@@ -228,7 +228,7 @@ def rows(results: list[Result], pretrain: dict[str, Any], params: dict[str, int 
             "value": r.value, "std": r.std, "values": r.values, "seeds": r.seeds,
             "protocol_wall_time_s": r.wall_time_s,
             "baseline": None if base is None else {"init": "random", "value": base.value, "std": base.std,
-                                                   "what": "from scratch" if r.protocol == "finetune" else "random init"},
+                                                   "what": "from scratch" if "finetune" in r.protocol else "random init"},
             "gain": gain,
             "published": None if pub is None else {"value": pub.value, "source": pub.extra.get("source", ""),
                                                    "setting": pub.extra.get("setting", "")},

@@ -86,19 +86,24 @@ ProtocolFn = Callable[[nn.Module, EvalData, Any, ProtocolEnv], ProtocolOutput]
 
 
 def protocol(name: str, settings: type, *, section: str | None = None, init: str = "pretrained",
-             compares_random_init: bool = False) -> Callable[[ProtocolFn], ProtocolFn]:
+             compares_random_init: bool = False, baseline_of: str | None = None) -> Callable[[ProtocolFn], ProtocolFn]:
     """Register ``fn`` as protocol ``name`` with its ``Settings`` dataclass.
 
     ``section``: the recipe section holding its settings (default ``name``; ``partial_finetune`` and ``scratch``
     share ``finetune``). ``init="random"``: the system passes a randomly initialised model (from scratch).
     ``compares_random_init``: the system also runs it on a random-init model when the recipe asks.
+    ``baseline_of``: with ``init="random"``, the protocol whose from-scratch baseline this is; its results are
+    reported under that protocol's name with ``init: random`` (``scratch`` is ``finetune``'s), so tables pair them.
     """
+    if baseline_of is not None and init != "random":
+        raise ValueError(f"protocol {name!r}: baseline_of needs init='random' (a baseline trains from scratch)")
 
     def deco(fn: ProtocolFn) -> ProtocolFn:
         fn.Settings = settings  # type: ignore[attr-defined]
         fn.section = section or name  # type: ignore[attr-defined]
         fn.init = init  # type: ignore[attr-defined]
         fn.compares_random_init = compares_random_init  # type: ignore[attr-defined]
+        fn.baseline_of = baseline_of  # type: ignore[attr-defined]
         return register("protocol", name, fn)
 
     return deco
@@ -280,7 +285,7 @@ def partial_finetune(model: nn.Module, data: EvalData, s: FinetuneSettings, env:
     return _finetune(model, data, s, env, s.partial_blocks)
 
 
-@protocol("scratch", FinetuneSettings, section="finetune", init="random")
+@protocol("scratch", FinetuneSettings, section="finetune", init="random", baseline_of="finetune")
 def scratch(model: nn.Module, data: EvalData, s: FinetuneSettings, env: ProtocolEnv) -> ProtocolOutput:
     return _finetune(model, data, s, env, None)
 

@@ -225,7 +225,7 @@ class PretrainSystem:
                 out = fn(model, data, settings, env)
                 shown = "  ".join(f"{k} {v:.2f}" for k, v in out.metrics.items())
                 print(f"{stage:>16} [{init:>10}] seed {seed}: {shown}  ({out.wall_time_s or 0:.1f}s)", flush=True)
-                protocol = "finetune" if stage == "scratch" else stage
+                protocol = getattr(fn, "baseline_of", None) or stage  # scratch is reported as finetune's baseline
                 extra = dict(out.extra)
                 if init == "pretrained" and pre.get("wall_time_s") is not None:
                     extra["pretrain_wall_time_s"] = pre["wall_time_s"]
