@@ -70,8 +70,8 @@ def test_demo_recipe_end_to_end(tmp_path, capsys):
     by = {(r.protocol, r.init, r.metric): r.value for r in results}
     for init in ("pretrained", "random"):  # 10 classes (chance 10%): 5 probe epochs already reach ~45%
         assert by[("linprobe", init, "top1")] > 30 and by[("linprobe", init, "top5")] >= by[("linprobe", init, "top1")]
-    table = render_table([run / "results.json"])
-    assert "| image | sklearn-digits | mae |" in table
+    table = render_table([run])  # the run folder, as `maezoo table RUN` takes it
+    assert "| image | sklearn-digits | mae_vit | knn | top1 |" in table and "(scratch)" in table
     out = capsys.readouterr().out
     assert "[finetune] step" in out and "eta" in out, "fine-tuning must show progress with an ETA"
     assert "precision" in out and "threads" in out  # the run header says what `auto` chose
