@@ -54,6 +54,7 @@ def mae(
     replace_rate: float = 0.0,
     target: str = "norm",
     loss: str = "mse",
+    decoder_masking: str | dict[str, Any] | None = None,
 ) -> MaskedAutoencoder:
     """A masked autoencoder around the registered tokenizer ``tokenizer`` (defaults: MAE ViT-B, decoder 8 x 512).
 
@@ -71,6 +72,9 @@ def mae(
             :class:`~maezoo.core.mae.MaskedAutoencoder`.
         target: registered target (``norm`` = MAE's norm-pix loss, ``raw``).
         loss: registered masked loss (``mse``, ``l1``, ...).
+        decoder_masking: among the hidden tokens, the subset the decoder reconstructs and the loss scores: a
+            registered strategy name or ``{"name": "running_cell", "args": {"ratio": 0.5}}`` (VideoMAE V2); ``None``:
+            every hidden token.
 
     Shapes:
         forward(x) -> pred/target ``[B, N, tokenizer.target_dim]``, ``mask.mask`` ``[B, N]``;
@@ -84,7 +88,8 @@ def mae(
     )
     strategy = build_masking(masking, mask_ratio, masking_args)
     return MaskedAutoencoder(
-        tok, enc, dec, strategy, target=target, loss=loss, mask_mode=mask_mode, replace_rate=replace_rate
+        tok, enc, dec, strategy, target=target, loss=loss, mask_mode=mask_mode, replace_rate=replace_rate,
+        decoder_masking=decoder_masking,
     )
 
 
