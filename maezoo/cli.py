@@ -103,13 +103,10 @@ def _diff_keys(a: object, b: object, prefix: str = "") -> set[str]:
 
 
 def _table(results) -> str:
-    lines = ["| dataset | protocol | init | metric | value | seeds | steps | wall s |", "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        steps = "" if r.steps is None else r.steps
-        wall = "" if r.wall_time_s is None else f"{r.wall_time_s:.1f}"
-        value = f"{r.value:.2f} ± {r.std:.2f}" if len(r.values) > 1 else f"{r.value:.2f}"
-        lines.append(f"| {r.dataset} | {r.protocol} | {r.init} | {r.metric} | {value} | {len(r.seeds)} | {steps} | {wall} |")
-    return "\n".join(lines)
+    from maezoo.results import hardware, render_rows
+
+    hw = hardware()
+    return render_rows([(results, hw.get("gpu") or hw.get("cpu", "?"))])
 
 
 def cmd_resume(run_dir: str) -> int:

@@ -161,10 +161,16 @@ def results_file(path: str | Path) -> Path:
     return p
 
 
+def fmt_number(v: float) -> str:
+    """Two decimals for scores (``84.36``), more for small errors (``0.3728``) so differences stay visible."""
+    a = abs(v)
+    return f"{v:.2f}" if a >= 10 or a == 0 else f"{v:.3f}" if a >= 1 else f"{v:.4f}"
+
+
 def _fmt(r: Result | None) -> str:
     if r is None:
         return "–"
-    return f"{r.value:.2f} ± {r.std:.2f}" if len(r.values) > 1 else f"{r.value:.2f}"
+    return f"{fmt_number(r.value)} ± {fmt_number(r.std)}" if len(r.values) > 1 else fmt_number(r.value)
 
 
 def render_table(paths: list[str | Path]) -> str:
@@ -175,14 +181,23 @@ def render_table(paths: list[str | Path]) -> str:
     the pre-trained value), top-5 beside top-1, and the published figure where the recipe gives one. Metrics other
     than top-1/top-5 (``mse@96``, ``accuracy`` ...) each get a row.
     """
+    runs = []
+    for p in paths:
+        doc, results = read_results(results_file(p))
+        runs.append((results, doc["hardware"].get("gpu") or doc["hardware"].get("cpu", "?")))
+    return render_rows(runs)
+
+
+def render_rows(runs: list[tuple[list[Result], str]]) -> str:
+    """The table of :func:`render_table` from ``(results, hardware name)`` pairs (``maezoo run`` prints it too)."""
     head = ("modality", "dataset", "model", "protocol", "metric", "pre-trained", "baseline", "gain", "top-5 (pre / base)",
             "published", "seeds", "steps", "hardware")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     body = []
-    for p in paths:
-        doc, results = read_results(results_file(p))
-        hw = doc["hardware"].get("gpu") or doc["hardware"].get("cpu", "?")
-        idx = {(r.dataset, r.model, r.protocol, r.metric, r.init): r for r in results}
+    for results, hw in runs:
+        idx: dict[tuple, Result] = {}
+        for r in results:  # the first published figure of a metric is the one shown
+            idx.setdefault((r.dataset, r.model, r.protocol, r.metric, r.init), r)
         for r in results:
             if r.init != "pretrained" or r.metric == "top5" and (r.dataset, r.model, r.protocol, "top1", "pretrained") in idx:
                 continue
@@ -192,7 +207,7 @@ def render_table(paths: list[str | Path]) -> str:
             gain = "–"
             if base is not None:
                 g = (r.value - base.value) if r.higher_is_better else (base.value - r.value)
-                gain = f"{'+' if g >= 0 else '−'}{abs(g):.2f}"
+                gain = f"{'+' if g >= 0 else '−'}{fmt_number(abs(g))}"
             top5 = "–"
             if r.metric == "top1" and (*key, "top5", "pretrained") in idx:
                 top5 = f"{_fmt(idx[(*key, 'top5', 'pretrained')])} / {_fmt(idx.get((*key, 'top5', 'random')))}"

@@ -100,7 +100,7 @@ def test_table_puts_the_baseline_beside_the_score(tmp_path):
     lines = table.splitlines()
     assert len(lines) == 4  # header, rule, one row per (dataset, protocol) headline metric
     assert "| image | c10 | mae_vit | knn | top1 | 40.00 | 30.00 | +10.00 | 80.00 / 70.00 |" in table
-    assert "| timeseries | etth1 | patchtst | forecast | mse@96 | 0.38 | 0.40 | +0.02 | – | 0.37 |" in table
+    assert "| timeseries | etth1 | patchtst | forecast | mse@96 | 0.3800 | 0.4000 | +0.0200 | – | 0.3700 |" in table
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no results.json"):
         render_table([tmp_path / "empty"])

@@ -205,7 +205,11 @@ def build_entry_record(suite: str, entry: Any, run_dir: Path, command: str, entr
 def rows(results: list[Result], pretrain: dict[str, Any], params: dict[str, int | None], hw: dict[str, Any],
          peak_rss_mb: float | None) -> list[dict[str, Any]]:
     """One record per (dataset, protocol, metric) of the pre-trained model, with its baseline and published figure."""
-    by_key: dict[tuple[str, str, str, str], Result] = {(r.dataset, r.protocol, r.metric, r.init): r for r in results}
+    by_key: dict[tuple[str, str, str, str], Result] = {}
+    for r in results:  # the first published figure of a metric is the one shown (a recipe lists its main one first)
+        key = (r.dataset, r.protocol, r.metric, r.init)
+        if r.init != "published" or key not in by_key:
+            by_key[key] = r
     out = []
     for r in results:
         if r.init != "pretrained":

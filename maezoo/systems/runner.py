@@ -161,7 +161,10 @@ def merge_seeds(rows: list[Result]) -> list[Result]:
     """One row per (dataset, model, protocol, init, metric), its values and seeds gathered over seeds."""
     groups: dict[tuple, list[Result]] = {}
     for r in rows:
-        groups.setdefault((r.system, r.modality, r.dataset, r.model, r.protocol, r.init, r.metric), []).append(r)
+        key = (r.system, r.modality, r.dataset, r.model, r.protocol, r.init, r.metric)
+        if r.init == "published":  # several published figures may share a metric (PatchTST/64, DLinear ...)
+            key += (r.extra.get("source"), r.extra.get("setting"), r.value)
+        groups.setdefault(key, []).append(r)
     out = []
     for rs in groups.values():
         first = rs[0]
