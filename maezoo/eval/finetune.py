@@ -324,7 +324,8 @@ def train_classifier(
     """Train an already built :class:`Classifier` with ``cfg`` and evaluate it (see :func:`finetune`).
 
     Mixup/cutmix are applied only to 4-D image batches (``[B, C, H, W]``); for other inputs (graphs,
-    time series, per-token labels) they are off and label smoothing uses a plain cross-entropy. With
+    time series, per-token labels) they are off and label smoothing uses a plain cross-entropy. Float labels
+    ``[B, C]`` from the dataset (soft targets, e.g. audio waveform mixup) train with soft-target cross-entropy. With
     mixup on, an odd-sized batch loses its last sample (timm's batch mixup pairs samples).
     Seeds torch's and NumPy's global generators with ``cfg.seed`` (timm's Mixup uses NumPy's).
     """
@@ -379,8 +380,8 @@ def train_classifier(
                     x, y = x[:-1], y[:-1]
                 x, y_soft = mixup(x, y.long())
                 used_mixup = True
-            else:
-                y_soft = None
+            else:  # soft targets [B, C] from the dataset (e.g. waveform mixup) train with soft cross-entropy
+                y_soft = y.float() if y.is_floating_point() and y.dim() == 2 and y.shape[1] == num_classes else None
             with autocast(device, cfg.amp):
                 logits = clf(x)
             logits = logits.float()
