@@ -3,7 +3,7 @@
 The published TU figures come from the DGL implementation; this runs the official PyG port on this
 machine with its own per-dataset configuration (``--use_cfg``) so maezoo's figures can be compared with
 the same code path and data. The official code is never copied into maezoo: pass a checkout of its
-``pyg`` branch (see ``benchmarks/graphmae_speed.py`` for how to get one); it is copied into a temporary
+``pyg`` branch (see ``benchmarks/speed/graphmae_speed.py`` for how to get one); it is copied into a temporary
 folder, the TU zip from ``../shared/data/tu`` is extracted to ``./data/<NAME>/raw`` there, and::
 
     python main_graph.py --dataset NAME --use_cfg --seeds 0 1 2 3 4 --device -1

@@ -16,14 +16,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 from maezoo import (
+    audio,  # noqa: E402,F401  (registers the audio modality: Audio-MAE)
     core,  # noqa: E402  (registers core built-ins)
     graph,  # noqa: E402,F401  (registers the graph modality; imports torch_geometric lazily)
     image,  # noqa: E402,F401  (registers the image modality, MAE and ConvMAE)
-    video,  # noqa: E402,F401  (registers the video modality: VideoMAE)
-    audio,  # noqa: E402,F401  (registers the audio modality: Audio-MAE)
-    timeseries,  # noqa: E402,F401  (registers the time-series modality: TSFormer, PatchTST)
     registry,
     systems,  # noqa: E402,F401  (registers the `mae` system)
+    timeseries,  # noqa: E402,F401  (registers the time-series modality: TSFormer, PatchTST)
+    video,  # noqa: E402,F401  (registers the video modality: VideoMAE)
 )
 from maezoo import eval as _eval  # noqa: E402,F401  (registers metrics, heads and protocols)
 from maezoo.registry import RegistryError, build, get, names, register

@@ -34,3 +34,25 @@ def label_columns(path: str | Path, labels: Sequence[str], height: int = 18) -> 
         draw.text((max(0, x), max(0, (height - th) // 2)), text, fill="black", font=font)
     out.save(path)
     return path
+
+
+def pyplot():
+    """matplotlib's ``pyplot`` on the non-interactive Agg backend (figures are written to files, never shown)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; return the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

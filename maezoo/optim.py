@@ -97,7 +97,7 @@ def build_optimizer(
             if decay == "all":
                 g["weight_decay"] = weight_decay
     # The fused kernel exists for CUDA and CPU; on CPU it is ~2.5x faster than the per-tensor loop
-    # (benchmarks/mae_step_speed.py, optimizer step of ViT-B/16).
+    # (benchmarks/speed/mae_step.py, optimizer step of ViT-B/16).
     fused = all(p.device.type in ("cuda", "cpu") for g in groups for p in g["params"])
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=betas, fused=fused or None)

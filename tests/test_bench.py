@@ -83,7 +83,8 @@ def test_quick_suite_covers_every_modality():
     from maezoo.bench.suites import get_suite
 
     recipes = {e.recipe.split("/")[0] for e in get_suite("quick").entries}
-    assert {"image", "graph"} <= recipes
+    assert {"image", "video", "audio", "timeseries", "graph"} <= recipes
+    assert any("convmae" in e.recipe for e in get_suite("quick").entries)
 
 
 def test_table_puts_the_baseline_beside_the_score(tmp_path):

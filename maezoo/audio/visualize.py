@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from maezoo.core.mae import MaskedAutoencoder
+from maezoo.figures import pyplot, save_figure
 from maezoo.registry import register
 
 
@@ -37,10 +38,7 @@ def reconstruction_rows(model: MaskedAutoencoder, fbanks: Tensor, generator: tor
 def save_spectrograms(model: MaskedAutoencoder, fbanks: Tensor, path: str | Path, seed: int = 0,
                       titles: list[str] | None = None) -> Path:
     """Write the masked / reconstructed / original spectrograms of ``fbanks`` ``[B, T, F]`` as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = reconstruction_rows(model, fbanks, torch.Generator(device=fbanks.device).manual_seed(seed)).cpu()
     lo, hi = float(fbanks.min()), float(fbanks.max())
@@ -58,12 +56,7 @@ def save_spectrograms(model: MaskedAutoencoder, fbanks: Tensor, path: str | Path
                 ax.set_ylabel(titles[i], fontsize=8)
     fig.supxlabel("time (frames)", fontsize=8)
     fig.supylabel("mel bin", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 @register("visualizer", "audio")

@@ -5,19 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from maezoo.figures import pyplot, save_figure
 
 
 def plot_loss_curves(records: list[dict[str, Any]], path: Path) -> Path:
     """One panel per entry (loss scales differ between modalities): pre-training loss against steps."""
-    plt = _pyplot()
+    plt = pyplot()
     curves = [(r["method"], ds, c["loss"]) for r in records for ds, c in (r.get("curves") or {}).items() if c.get("loss")]
     n = max(1, len(curves))
     cols = min(3, n)
@@ -31,11 +24,7 @@ def plot_loss_curves(records: list[dict[str, Any]], path: Path) -> Path:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(curves):]:
         ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_score_vs_steps(records: list[dict[str, Any]], path: Path) -> Path | None:
@@ -48,15 +37,11 @@ def plot_score_vs_steps(records: list[dict[str, Any]], path: Path) -> Path | Non
                     series.append((f"{r['method']} · {ds}", pts))
     if not series:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     for label, pts in series:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.2, label=label)
     ax.set_xlabel("pre-training step")
     ax.set_ylabel("k-NN top-1 (monitor subset)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

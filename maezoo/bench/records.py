@@ -198,8 +198,37 @@ def build_entry_record(suite: str, entry: Any, run_dir: Path, command: str, entr
         "code": code_version(), "hardware": hw, "entry_wall_time_s": round(entry_wall_s, 1),
         "peak_rss_mb": None if peak_rss_mb is None else round(peak_rss_mb, 1),
         "pretrain": pretrain, "curves": curves, "figure": figure,
-        "records": rows(results, pretrain, params, hw, peak_rss_mb),
+        "records": grouped(rows(results, pretrain, params, hw, peak_rss_mb), entry.groups),
     }
+
+
+def grouped(records: list[dict[str, Any]], groups: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+    """``records`` plus, per ``(label, prefix)``, one row per (protocol, metric) averaging the datasets whose name
+    starts with ``prefix`` (value and baseline: mean over datasets; std: over datasets; seeds: every dataset's)."""
+    import statistics
+
+    out = list(records)
+    for label, prefix in groups:
+        members: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in records:
+            if r["dataset"].startswith(prefix.lower()):
+                members.setdefault((r["protocol"], r["metric"]), []).append(r)
+        for rs in members.values():
+            vals = [r["value"] for r in rs]
+            bases = [r["baseline"]["value"] for r in rs if r.get("baseline")]
+            first = rs[0]
+            row = {**first, "dataset": label, "value": statistics.fmean(vals),
+                   "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "values": vals,
+                   "seeds": [s for r in rs for s in r["seeds"]], "over": [r["dataset"] for r in rs],
+                   "wall_time_s": sum(r["wall_time_s"] or 0 for r in rs) or None, "published": None}
+            if len(bases) == len(rs):
+                row["baseline"] = {**first["baseline"], "value": statistics.fmean(bases),
+                                   "std": statistics.stdev(bases) if len(bases) > 1 else 0.0}
+                row["gain"] = statistics.fmean([r["gain"] for r in rs])
+            else:
+                row["baseline"], row["gain"] = None, None
+            out.append(row)
+    return out
 
 
 def rows(results: list[Result], pretrain: dict[str, Any], params: dict[str, int | None], hw: dict[str, Any],

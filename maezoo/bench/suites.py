@@ -26,6 +26,9 @@ class SuiteEntry:
     minutes: float = 5.0
     #: notes for the report (e.g. why a gap to the baseline is expected)
     notes: str = ""
+    #: averaged rows over datasets: ``((label, dataset-name prefix), ...)``, e.g. the six held-out speakers of
+    #: a leave-one-speaker-out split; the record gets a row per (label, protocol, metric) with mean ± std over them
+    groups: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,33 @@ def get_suite(name: str) -> Suite:
 
 
 register_suite(Suite("quick", "every modality's CPU-sized recipe (2-core CPU)", (
-    SuiteEntry("image_mae_digits", "image/mae_digits_demo", method="MAE ViT (demo)", minutes=1.5),
-    SuiteEntry("graph_graphmae_mutag", "graph/graphmae_tu", ("datasets=[MUTAG]",), method="GraphMAE GIN",
+    SuiteEntry("image_mae_digits", "image/mae_digits_demo", method="MAE ViT (demo, 8x8 digits)", minutes=1.5),
+    SuiteEntry("image_mae_cifar10_small", "image/mae_cifar10_small", method="MAE ViT (2.7 M)", minutes=6.0),
+    SuiteEntry("image_convmae_cifar10", "image/convmae_cifar10", method="ConvMAE (2.5 M)", minutes=6.0),
+    SuiteEntry("video_videomae_moving_digits", "video/videomae_moving_digits", method="VideoMAE (tube 0.9)",
+               minutes=6.0),
+    SuiteEntry("audio_audiomae_fsdd", "audio/audiomae_fsdd", method="Audio-MAE (local decoder)", minutes=12.0,
+               groups=(("fsdd-loso (6 speakers)", "fsdd-loso-"),)),
+    SuiteEntry("timeseries_patchtst_etth1", "timeseries/patchtst_etth1", method="PatchTST (self-supervised)",
+               main_protocol="forecast_finetune", main_metric="mse@96", minutes=5.0),
+    SuiteEntry("timeseries_tsformer_etth1", "timeseries/tsformer_etth1", method="TSFormer",
+               main_protocol="forecast_finetune", main_metric="mse@96", minutes=5.0),
+    SuiteEntry("graph_graphmae_mutag", "graph/graphmae_tu", ("datasets=[MUTAG]",), method="GraphMAE (GIN)",
                main_protocol="svm", main_metric="accuracy", minutes=1.0),
 )))
 
 register_suite(Suite("full", "paper-scale recipes (a GPU machine)", (
     SuiteEntry("image_mae_cifar10", "image/mae_cifar10_gpu", method="MAE ViT", minutes=60.0),
+    SuiteEntry("video_videomae_ucf101", "video/videomae_ucf101", method="VideoMAE ViT-B", main_protocol="finetune",
+               minutes=600.0, notes="needs UCF101 (see the recipe header for the list files)"),
+    SuiteEntry("audio_audiomae_speechcommands", "audio/audiomae_speechcommands", method="Audio-MAE ViT-B",
+               main_protocol="finetune", minutes=600.0, notes="needs Speech Commands V2"),
+    SuiteEntry("timeseries_patchtst_etth1_h96", "timeseries/patchtst_etth1", (
+        "forecast.horizons=[96]", "trainer.max_steps=200", "trainer.batch_size=64", "trainer.warmup_steps=10",
+        "stages=[pretrain,forecast_finetune,forecast_scratch]", "forecast.head_epochs=1", "forecast.epochs=2",
+        "forecast.max_steps_per_epoch=100", "forecast.lr=2.0e-4", "forecast.val_subset=null",
+        "forecast.test_subset=null", "forecast.head_dropout=0.0"), method="PatchTST (self-supervised), full test split",
+        main_protocol="forecast_finetune", main_metric="mse@96", minutes=40.0),
     SuiteEntry("graph_graphmae_cora", "graph/graphmae_cora", method="GraphMAE GAT", main_protocol="node_linprobe",
                main_metric="accuracy", minutes=30.0),
     SuiteEntry("graph_graphmae_tu", "graph/graphmae_tu", method="GraphMAE GIN", main_protocol="svm",

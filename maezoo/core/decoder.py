@@ -21,7 +21,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from maezoo.core.encoder import _norm, init_mae_weights
+from maezoo.core.encoder import _norm, init_mae_weights, select_attention
 from maezoo.core.masking import Mask, gather_tokens, unshuffle
 from maezoo.core.pos_embed import sincos_pos_embed
 from maezoo.registry import register
@@ -68,8 +68,9 @@ class TransformerDecoder(nn.Module):
             x = unshuffle(x, mask, self.mask_token.view(-1))
         elif self.remask:
             x = torch.where(mask.mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-        x = x + sincos_pos_embed(x.shape[-1], grid).to(x.device, x.dtype)
+        x = x + sincos_pos_embed(x.shape[-1], grid, x.device, x.dtype)
         x = torch.cat([prefix, x], dim=1)
+        select_attention(self.blocks, x)
         for blk in self.blocks:
             x = blk(x)
         return self.pred(self.norm(x))[:, p:]
@@ -82,13 +83,14 @@ class TransformerDecoder(nn.Module):
             returns: ``[B, K, out_dim]``
         """
         n, ids_t = mask.mask.shape[1], mask.ids_target
-        pe = sincos_pos_embed(x.shape[-1], grid).to(x.device, x.dtype)  # [N, dim]
+        pe = sincos_pos_embed(x.shape[-1], grid, x.device, x.dtype)  # [N, dim], cached on the device
         vis = gather_tokens(x, mask.ids_keep) if x.shape[1] == n else x
         if x.shape[1] == n and not self.remask:
             tgt = gather_tokens(x, ids_t)
         else:
             tgt = self.mask_token.to(x.dtype).expand(x.shape[0], ids_t.shape[1], -1)
         seq = torch.cat([prefix, vis + pe[mask.ids_keep], tgt + pe[ids_t]], dim=1)
+        select_attention(self.blocks, seq)
         for blk in self.blocks:
             seq = blk(seq)
         return self.pred(self.norm(seq[:, seq.shape[1] - ids_t.shape[1]:]))

@@ -100,6 +100,8 @@ class MaskedAutoencoder(nn.Module):
             give either ``replace`` or ``replace_rate``.
         decoder_masking: a strategy, registered name or ``{"name": ..., "args": {...}}`` choosing, among the
             hidden tokens, those the decoder reconstructs (:func:`~maezoo.core.masking.select_decoder_targets`).
+        mask_token: replace mode's hidden token: ``"learned"`` or ``"zeros"`` (a fixed zero vector plus the
+            position, PatchTST's zero-filled patches up to the patch embedding's bias).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class MaskedAutoencoder(nn.Module):
         *,
         replace: ReplaceRule | Mapping[str, float] | None = None,
         decoder_masking: MaskingStrategy | str | Mapping[str, Any] | None = None,
+        mask_token: Literal["learned", "zeros"] = "learned",
     ) -> None:
         super().__init__()
         if mask_mode not in ("drop", "replace"):
@@ -134,6 +137,11 @@ class MaskedAutoencoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(tokenizer.embed_dim)) if mask_mode == "replace" else None
         if self.mask_token is not None:
             nn.init.normal_(self.mask_token, std=0.02)
+        if mask_token not in ("learned", "zeros"):
+            raise ValueError(f"mask_token must be 'learned' or 'zeros' (PatchTST's zero-fill), got {mask_token!r}")
+        if mask_token == "zeros" and self.mask_token is not None:  # a fixed zero token (+ position), not trained
+            del self.mask_token
+            self.register_buffer("mask_token", torch.zeros(tokenizer.embed_dim))
 
     @property
     def replace_rate(self) -> float:
@@ -222,14 +230,30 @@ class MaskedAutoencoder(nn.Module):
                 f"tokenizer.patchify gave targets {tuple(target.shape)}, expected [{b}, {n}, ...]: one row per "
                 f"position of the mask grid {grid} for each of the {b} token-batch rows"
             )
-        weight = mask.mask
         if mask.ids_target is not None:
-            pred, target, weight = _on_targets(pred, target, mask.ids_target, n)
-        recon = self.loss_fn(pred, target, weight)
+            pred, target, _ = _on_targets(pred, target, mask.ids_target, n)
+            recon = self.loss_fn(pred, target, torch.ones(pred.shape[:2], device=pred.device))  # dense: no sync
+        else:
+            recon = self._masked_loss(pred, target, mask)
         return MAEOutput(
             loss=recon, pred=pred, target=target, mask=mask, grid=grid, losses={"recon": recon}, latent=latent,
             target_mask=mask.target_mask, context=tok.context, token_grid=tok.grid,
         )
+
+    def _masked_loss(self, pred: Tensor, target: Tensor, mask: Mask) -> Tensor:
+        """The loss over the hidden tokens, scored on their rows gathered by ``mask.ids_masked``.
+
+        The same value and gradients as ``loss_fn(pred, target, mask.mask)`` (the loss scores exactly the
+        hidden rows), without the host synchronisation of selecting rows by a boolean mask: the count of
+        hidden rows is known from ``ids_masked``, so the weight is a dense all-ones float.
+
+        Shapes: pred ``[B', N, P]``, target ``[B', N, P]`` (or ``[B', N]``) -> scalar
+        """
+        if pred.shape[:2] != target.shape[:2] or pred.shape[:2] != mask.mask.shape:
+            return self.loss_fn(pred, target, mask.mask)  # the loss names the mismatch
+        ids = mask.ids_masked
+        weight = torch.ones(ids.shape, device=pred.device)
+        return self.loss_fn(gather_tokens(pred, ids), gather_tokens(target, ids), weight)
 
     def encode(self, x: Any, pool: Pool = "cls") -> Tensor:
         """Features of the unmasked input for downstream use (no mask is applied).

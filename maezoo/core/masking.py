@@ -78,18 +78,32 @@ class Mask:
         return dataclasses.replace(self, ids_target=ids_target)
 
     @classmethod
-    def from_bool(cls, mask: Tensor) -> Mask:
-        """Build from a ``[B, N]`` boolean mask with the same masked count in every row."""
+    def from_bool(cls, mask: Tensor, num_masked: int | None = None) -> Mask:
+        """Build from a ``[B, N]`` boolean mask with the same masked count in every row.
+
+        ``num_masked``: that count, when the caller knows it (every built-in strategy does); the mask is then
+        built without a host synchronisation and without sorting. Without it the count is read from the
+        mask (one host sync) and checked to be the same in every row.
+
+        Shapes:
+            mask: ``[B, N]`` bool -> ids_keep ``[B, N - M]``, ids_masked ``[B, M]``, ids_restore ``[B, N]``
+        """
         if mask.dim() != 2:
             raise ValueError(f"mask must be [B, N], got shape {tuple(mask.shape)}")
         mask = mask.bool()
-        counts = mask.sum(1)
-        if mask.shape[0] and not bool((counts == counts[0]).all()):
-            raise ValueError(f"every sample must hide the same number of tokens, got counts {counts.tolist()}")
-        # Stable sort puts visible tokens (0) first, each group in ascending grid order.
-        order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
-        n_keep = mask.shape[1] - (int(counts[0]) if mask.shape[0] else 0)
-        ids_restore = torch.argsort(order, dim=1)
+        b, n = mask.shape
+        if num_masked is None:
+            counts = mask.sum(1)
+            if b and not bool((counts == counts[0]).all()):
+                raise ValueError(f"every sample must hide the same number of tokens, got counts {counts.tolist()}")
+            num_masked = int(counts[0]) if b else 0
+        n_keep = n - int(num_masked)
+        # Position of every token in cat(visible, hidden), each group in ascending grid order: the running
+        # counts of visible and of hidden tokens; ids_restore is that position, its inverse the order.
+        ids_restore = torch.where(mask, mask.cumsum(1) + (n_keep - 1), (~mask).cumsum(1) - 1)
+        order = torch.empty_like(ids_restore).scatter_(
+            1, ids_restore, torch.arange(n, device=mask.device).expand(b, n)
+        )
         return cls(mask=mask, ids_keep=order[:, :n_keep], ids_masked=order[:, n_keep:], ids_restore=ids_restore)
 
     @classmethod
@@ -118,10 +132,11 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
 def random_bool_mask(
     batch_size: int, num_tokens: int, num_masked: int, generator: torch.Generator | None, device: torch.device | str
 ) -> Tensor:
-    """``[B, N]`` bool with exactly ``num_masked`` uniformly random ``True`` per row."""
+    """``[B, N]`` bool with exactly ``num_masked`` uniformly random ``True`` per row (the ``num_masked`` lowest
+    of ``N`` uniform draws, MAE's noise argsort: one sort)."""
     noise = _rand((batch_size, num_tokens), generator, device)
-    ranks = noise.argsort(dim=1).argsort(dim=1)
-    return ranks < num_masked
+    hidden = noise.argsort(dim=1)[:, :num_masked]
+    return torch.zeros(batch_size, num_tokens, dtype=torch.bool, device=device).scatter_(1, hidden, True)
 
 
 class MaskingStrategy:
@@ -144,6 +159,13 @@ class MaskingStrategy:
     def num_masked(self, num_tokens: int) -> int:
         return _share(num_tokens, self.ratio)
 
+    def exact_count(self, grid: Grid) -> int | None:
+        """Tokens every mask on ``grid`` hides, when the strategy fixes it (``None``: read from the mask).
+
+        Knowing it builds the :class:`Mask` without a host synchronisation (:meth:`Mask.from_bool`).
+        """
+        return None
+
     def bool_mask(
         self, batch_size: int, grid: Grid, generator: torch.Generator | None, device: torch.device | str
     ) -> Tensor:
@@ -159,7 +181,7 @@ class MaskingStrategy:
     ) -> Mask:
         grid = tuple(int(g) for g in grid)
         self.check_grid(grid)
-        return Mask.from_bool(self.bool_mask(batch_size, grid, generator, device))
+        return Mask.from_bool(self.bool_mask(batch_size, grid, generator, device), self.exact_count(grid))
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -173,9 +195,36 @@ class RandomMasking(MaskingStrategy):
     def __init__(self, ratio: float = 0.75) -> None:
         self.ratio = _check_ratio(ratio)
 
+    def exact_count(self, grid):
+        return self.num_masked(math.prod(grid))
+
     def bool_mask(self, batch_size, grid, generator, device):
         n = math.prod(grid)
         return random_bool_mask(batch_size, n, self.num_masked(n), generator, device)
+
+
+@register("masking", "shared_random")
+class SharedRandomMasking(RandomMasking):
+    """TSFormer: one random mask shared by groups of rows (``group=None``: the whole batch shares one mask).
+
+    ``group=k`` shares a mask among each ``k`` consecutive token-batch rows, e.g. ``k = C`` with a
+    channel-independent series tokenizer (row ``b * C + c``) gives one mask per sample for all its channels.
+    """
+
+    def __init__(self, ratio: float = 0.75, group: int | None = None) -> None:
+        super().__init__(ratio)
+        if group is not None and int(group) < 1:
+            raise ValueError(f"shared_random masking needs group >= 1 (or None for the whole batch), got {group}")
+        self.group = None if group is None else int(group)
+
+    def bool_mask(self, batch_size, grid, generator, device):
+        n = math.prod(grid)
+        k = batch_size if self.group is None else self.group
+        if batch_size % max(k, 1):
+            raise ValueError(f"shared_random masking with group={k} needs a token batch divisible by {k}, "
+                             f"got {batch_size} rows; set group to the channel count")
+        rows = random_bool_mask(batch_size // k if k else 0, n, self.num_masked(n), generator, device)
+        return rows.repeat_interleave(k, dim=0)
 
 
 @register("masking", "node")
@@ -199,6 +248,9 @@ class BlockMasking(MaskingStrategy):
         self.ratio = _check_ratio(ratio)
         self.min_block = int(min_block)
         self.min_aspect = float(min_aspect)
+
+    def exact_count(self, grid):
+        return self.num_masked(math.prod(grid))
 
     def bool_mask(self, batch_size, grid, generator, device):
         h, w = grid
@@ -249,10 +301,14 @@ class GridMasking(MaskingStrategy):
         if any(g % self.cell for g in grid):
             raise ValueError(f"grid masking with cell={self.cell} needs grid sides divisible by {self.cell}, got {grid}")
 
+    def exact_count(self, grid):
+        n = math.prod(grid)
+        return n - n // self.cell ** len(grid)
+
     def bool_mask(self, batch_size, grid, generator, device):
         c, d = self.cell, len(grid)
         self.ratio = 1 - 1 / c**d
-        offsets = (_rand((batch_size, d), generator, "cpu") * c).long().clamp_max(c - 1).to(device)
+        offsets = (_rand((batch_size, d), generator, device) * c).long().clamp_max(c - 1)
         keep = torch.ones(batch_size, *grid, dtype=torch.bool, device=device)
         coords = torch.meshgrid(*[torch.arange(s, device=device) for s in grid], indexing="ij")
         for i, co in enumerate(coords):
@@ -281,6 +337,10 @@ class CoarseMasking(MaskingStrategy):
         if any(g % self.scale for g in grid):
             raise ValueError(f"coarse masking with scale={self.scale} needs grid sides divisible by it, got {grid}")
 
+    def exact_count(self, grid):
+        coarse = math.prod(g // self.scale for g in grid)
+        return self.num_masked(coarse) * self.scale ** len(grid)
+
     def bool_mask(self, batch_size, grid, generator, device):
         coarse = tuple(g // self.scale for g in grid)
         m = random_bool_mask(batch_size, math.prod(coarse), self.num_masked(math.prod(coarse)), generator, device)
@@ -303,6 +363,10 @@ class TubeMasking(MaskingStrategy):
     def __init__(self, ratio: float = 0.9) -> None:
         self.ratio = _check_ratio(ratio)
 
+    def exact_count(self, grid):
+        t, h, w = grid
+        return t * self.num_masked(h * w)
+
     def bool_mask(self, batch_size, grid, generator, device):
         t, h, w = grid
         spatial = random_bool_mask(batch_size, h * w, self.num_masked(h * w), generator, device)
@@ -322,6 +386,11 @@ class TimeFrequencyMasking(MaskingStrategy):
     def __init__(self, time_ratio: float = 0.6, freq_ratio: float = 0.2) -> None:
         self.time_ratio = _check_ratio(time_ratio)
         self.freq_ratio = _check_ratio(freq_ratio)
+
+    def exact_count(self, grid):
+        t, f = grid
+        nt, nf = _share(t, self.time_ratio), _share(f, self.freq_ratio)
+        return nt * f + nf * t - nt * nf
 
     def bool_mask(self, batch_size, grid, generator, device):
         t, f = grid
@@ -353,6 +422,10 @@ class RunningCellMasking(MaskingStrategy):
         super().check_grid(grid)
         if grid[1] % 2 or grid[2] % 2:
             raise ValueError(f"running-cell masking needs even H and W in grid (T, H, W), got {grid}")
+
+    def exact_count(self, grid):
+        t, h, w = grid
+        return t * (h * w // 4) * int(4 * self.ratio)
 
     def bool_mask(self, batch_size, grid, generator, device):
         t, h, w = grid
@@ -547,6 +620,7 @@ __all__ = [
     "Mask",
     "MaskingStrategy",
     "RandomMasking",
+    "SharedRandomMasking",
     "NodeMasking",
     "BlockMasking",
     "GridMasking",

@@ -45,9 +45,26 @@ def _sincos_cached(dim: int, grid: tuple[int, ...]) -> Tensor:
     return torch.cat(parts, dim=1)
 
 
-def sincos_pos_embed(dim: int, grid: tuple[int, ...]) -> Tensor:
-    """Fixed position embedding for a token grid, ``[prod(grid), dim]`` (cached; treat as read-only)."""
-    return _sincos_cached(int(dim), tuple(int(g) for g in grid))
+@functools.lru_cache(maxsize=64)
+def _sincos_on(dim: int, grid: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    with torch.inference_mode(False), torch.no_grad():  # a plain constant, usable under autograd
+        return _sincos_cached(dim, grid).to(device=device, dtype=dtype)
+
+
+def sincos_pos_embed(
+    dim: int, grid: tuple[int, ...], device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """Fixed position embedding for a token grid, ``[prod(grid), dim]`` (cached; treat as read-only).
+
+    With ``device``/``dtype`` the copy on that device in that dtype is cached too, so a training step
+    copies nothing from the host (``sincos_pos_embed(d, grid).to(device, dtype)`` copies every call).
+
+    Shapes: returns ``[prod(grid), dim]``
+    """
+    key = (int(dim), tuple(int(g) for g in grid))
+    if device is None and dtype is None:
+        return _sincos_cached(*key)
+    return _sincos_on(*key, torch.device(device) if device is not None else torch.device("cpu"), dtype or torch.float32)
 
 
 def interpolate_pos_embed(pe: Tensor, old_grid: tuple[int, ...], new_grid: tuple[int, ...]) -> Tensor:

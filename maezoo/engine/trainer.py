@@ -361,8 +361,10 @@ class Trainer:
             if info.is_main:
                 print(f"resuming from {latest} (step {start_step}/{total})", flush=True)
 
-        train_model = torch.compile(model) if cfg.compile else model
-        train_model = wrap_model(train_model, info, device, cfg.distributed)
+        # DDP first, compile around it: the compiler then splits the graph at DDP's bucket boundaries, so the
+        # gradient all-reduce overlaps the backward pass (compiling inside DDP loses that overlap)
+        train_model = wrap_model(model, info, device, cfg.distributed)
+        train_model = torch.compile(train_model) if cfg.compile else train_model
         logger = MetricsLogger(run_dir, enabled=info.is_main, resume_step=start_step if resume else None)
         runtime = {"device": str(device), "precision": self.precision, "precision_setting": cfg.precision,
                    "threads": self.threads, "threads_setting": cfg.threads, "total_steps": total,

@@ -16,7 +16,11 @@ protocols (kind ``"protocol"``, :mod:`maezoo.eval.protocols`): knn, linprobe, fi
 scratch, node_linprobe, svm. This package imports no engine code (optimisers come from :mod:`maezoo.optim`).
 """
 
-from maezoo.eval import metrics, protocols  # noqa: F401  (registers the metrics and protocols)
+from maezoo.eval import (  # noqa: F401  (registers the metrics and protocols)
+    forecast,  # noqa: F401  (registers the forecast_* protocols and mse@H/mae@H metrics)
+    metrics,
+    protocols,
+)
 from maezoo.eval.features import extract_features
 from maezoo.eval.finetune import (
     Classifier,

@@ -1,7 +1,10 @@
 """Image modality: patch tokenizer, MAE ViT builders, data and the reconstruction figure."""
 
-from maezoo.image import data, models  # noqa: F401  (registers datasets and builders)
-from maezoo.image import convmae  # noqa: F401  (registers the ConvMAE tokenizer, encoder and builders)
+from maezoo.image import (  # noqa: F401  (registers datasets and builders)
+    convmae,  # noqa: F401  (registers the ConvMAE tokenizer, encoder and builders)
+    data,
+    models,
+)
 from maezoo.image.tokenizer import PatchTokenizer
 from maezoo.image.visualize import reconstruction_grid, save_reconstructions
 

@@ -80,7 +80,7 @@ class PatchTokenizer(Tokenizer):
     def forward(self, x: Tensor) -> Tokens:
         grid = self.grid(x)
         t = self.proj(x).flatten(2).transpose(1, 2)  # [B, N, D]
-        pos = sincos_pos_embed(self.embed_dim, grid).to(t.device, t.dtype)
+        pos = sincos_pos_embed(self.embed_dim, grid, t.device, t.dtype)  # cached on the device
         return Tokens(t + pos, grid, {"pos_embed": pos})
 
     def patchify(self, x: Tensor) -> Tensor:

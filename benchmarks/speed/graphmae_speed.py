@@ -2,18 +2,19 @@
 
 Both run in this one process tree, one after the other (``--rounds`` alternations), on the same data and
 the same configuration (the paper's Cora settings), and the epochs per second of each are timed over
-``--epochs`` epochs after ``--warmup`` epochs. Writes ``benchmarks/results/graphmae_speed.json``.
+``--epochs`` epochs after ``--warmup`` epochs. Writes ``benchmarks/speed/results/graphmae_speed.json``.
 
 The official code is never copied into maezoo: pass the path of a checkout of its ``pyg`` branch, e.g.::
 
     git --git-dir=<fetched GraphMAE git dir> archive pyg main_transductive.py configs.yml graphmae | tar -x -C /tmp/gmae
     pip install ogb tensorboardX
-    python benchmarks/graphmae_speed.py /tmp/gmae
+    python benchmarks/speed/graphmae_speed.py /tmp/gmae
 
 The script copies that checkout into a temporary folder and applies there the one edit PEERS.md
 describes (Planetoid root ``""`` -> ``"."``) and copies the Cora raw files into ``./cora/raw``. The
 official run is started with ``--use_cfg`` (1500 epochs); its tqdm progress is read live and it is
-stopped once the timed epochs are done.
+stopped once the timed epochs are done. Without a checkout only maezoo's epochs/s are timed (to compare maezoo
+with itself before and after a change, e.g. with ``PYTHONPATH`` pointing at an older tree).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CORA_RAW = REPO.parent / "shared" / "data" / "planetoid" / "Cora" / "raw"
 
 
@@ -113,7 +114,8 @@ def time_maezoo(warmup: int, epochs: int, overrides: list[str], work: Path) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("official", type=Path, help="checkout of THUDM/GraphMAE branch pyg (not modified)")
+    ap.add_argument("official", type=Path, nargs="?", default=None,
+                    help="checkout of THUDM/GraphMAE branch pyg (not modified); without it only maezoo is timed")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=4, help="rounds, each timing both (order alternates)")
@@ -122,7 +124,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="maezoo's torch threads (the official run uses torch's default)")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--pause", type=float, default=5.0, help="seconds to wait after each timed run")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "graphmae_speed.json")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "speed" / "results" / "graphmae_speed.json")
     args = ap.parse_args()
     import torch
 
@@ -131,25 +133,30 @@ def main() -> None:
     runs = {"official": [], "maezoo": []}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        root = prepare_official(args.official.resolve(), work)
-        timers = {"official": lambda: time_official(root, args.warmup, args.epochs, args.timeout),
-                  "maezoo": lambda: time_maezoo(args.warmup, args.epochs, overrides, work)}
+        timers = {"maezoo": lambda: time_maezoo(args.warmup, args.epochs, overrides, work)}
+        if args.official is not None:
+            root = prepare_official(args.official.resolve(), work)
+            timers["official"] = lambda: time_official(root, args.warmup, args.epochs, args.timeout)
+        else:
+            runs.pop("official")
         for r in range(args.rounds):
             # the order alternates between rounds, with a pause after each run, so that neither side
             # always runs right after the other
             for name in (("official", "maezoo") if r % 2 == 0 else ("maezoo", "official")):
+                if name not in timers:
+                    continue
                 runs[name].append(timers[name]())
                 print(f"round {r}: {name:8s} {runs[name][-1]['epochs_per_s']:.3f} epochs/s", flush=True)
                 time.sleep(args.pause)
     eps = {k: sum(x["epochs_timed"] for x in v) / sum(x["seconds"] for x in v) for k, v in runs.items()}
-    ratio = eps["maezoo"] / eps["official"]
-    per_round = [m["epochs_per_s"] / o["epochs_per_s"] for o, m in zip(runs["official"], runs["maezoo"])]
+    ratio = eps["maezoo"] / eps["official"] if "official" in eps else None
+    per_round = [m["epochs_per_s"] / o["epochs_per_s"] for o, m in zip(runs.get("official", []), runs["maezoo"])]
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     from maezoo.results import hardware
 
     doc = {"benchmark": "GraphMAE Cora pre-training epochs/s (paper config: GAT 512x4 heads, 2 layers, mask 0.5)",
-           "official_epochs_per_s": eps["official"], "maezoo_epochs_per_s": eps["maezoo"], "ratio": ratio,
+           "official_epochs_per_s": eps.get("official"), "maezoo_epochs_per_s": eps["maezoo"], "ratio": ratio,
            "ratio_per_round": per_round, "order": "official first in even rounds, maezoo first in odd rounds",
            "runs": runs, "warmup": args.warmup, "epochs": args.epochs, "torch_threads": torch.get_num_threads(),
            "loadavg_at_end": load, "hardware": hardware(),
@@ -158,6 +165,9 @@ def main() -> None:
     tmpf = args.out.with_suffix(".json.tmp")
     tmpf.write_text(json.dumps(doc, indent=2))
     os.replace(tmpf, args.out)
+    if ratio is None:
+        print(f"maezoo {eps['maezoo']:.3f} epochs/s (official not run)")
+        return
     print(f"official {eps['official']:.3f} epochs/s | maezoo {eps['maezoo']:.3f} epochs/s | ratio {ratio:.2f}x "
           f"(per round: {', '.join(f'{x:.2f}' for x in per_round)})")
 
