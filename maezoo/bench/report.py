@@ -46,14 +46,40 @@ def _throughput(v: float | None) -> str:
 
 
 def _code_note(rec: dict[str, Any], head: dict[str, Any]) -> str:
+    """The record's commit, and whether the code that made it differs from HEAD's (see :func:`code_fingerprint`)."""
     code = rec.get("code") or {}
-    commit = (code.get("commit") or "unknown")[:8]
+    commit = code.get("commit")
     notes = []
     if code.get("dirty"):
         notes.append("uncommitted changes")
-    if head.get("tree") and code.get("tree") and code["tree"] != head["tree"]:
-        notes.append("code differs from HEAD")
-    return commit + (f" ({', '.join(notes)})" if notes else "")
+    if commit and head.get("commit"):
+        mine, now = code_fingerprint(commit), code_fingerprint(head["commit"])
+        if mine is None:
+            notes.append("commit not in this clone")
+        elif mine != now:
+            notes.append("code differs from HEAD")
+    return (commit or "unknown")[:8] + (f" ({', '.join(notes)})" if notes else "")
+
+
+_FINGERPRINTS: dict[str, str | None] = {}
+
+
+def code_fingerprint(rev: str) -> str | None:
+    """The git objects of the package at ``rev`` (``maezoo/`` without ``maezoo/bench/``, whose report code does not
+    change a result); None when ``rev`` is not in this clone. Recipes are not part of it: a record carries its own
+    command and the resolved recipe of its run."""
+    if rev not in _FINGERPRINTS:
+        import subprocess
+
+        root = Path(__file__).resolve().parents[2]
+        try:
+            out = subprocess.run(["git", "ls-tree", rev, "maezoo/"], cwd=root, capture_output=True, text=True, timeout=20)
+            ok = out.returncode == 0 and out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        _FINGERPRINTS[rev] = (",".join(line.split()[2] for line in out.stdout.splitlines()
+                                       if not line.endswith("\tmaezoo/bench")) if ok else None)
+    return _FINGERPRINTS[rev]
 
 
 def _device(rec: dict[str, Any]) -> str:
