@@ -145,7 +145,7 @@ def _masking(config: dict[str, Any]) -> tuple[str | None, float | None]:
 
 
 def build_entry_record(suite: str, entry: Any, run_dir: Path, command: str, entry_wall_s: float,
-                       peak_rss_mb: float | None, figures_dir: Path) -> dict[str, Any]:
+                       peak_rss_mb: float | None, figures_dir: Path, code: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record of one finished suite entry (see the module docstring)."""
     import yaml
 
@@ -195,7 +195,7 @@ def build_entry_record(suite: str, entry: Any, run_dir: Path, command: str, entr
         "recipe": entry.recipe, "overrides": list(entry.overrides), "command": command,
         "main": {"protocol": entry.main_protocol, "metric": entry.main_metric}, "notes": entry.notes,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "code": code_version(), "hardware": hw, "entry_wall_time_s": round(entry_wall_s, 1),
+        "code": code or code_version(), "hardware": hw, "entry_wall_time_s": round(entry_wall_s, 1),
         "peak_rss_mb": None if peak_rss_mb is None else round(peak_rss_mb, 1),
         "pretrain": pretrain, "curves": curves, "figure": figure,
         "records": grouped(rows(results, pretrain, params, hw, peak_rss_mb), entry.groups),

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from maezoo.bench.records import build_entry_record, write_record
+from maezoo.bench.records import build_entry_record, code_version, write_record
 from maezoo.bench.suites import Suite, SuiteEntry, get_suite
 
 RUN_META = "recipe.json"  # written by `maezoo run` in every run folder
@@ -101,6 +101,7 @@ def run_suite(name: str, results_root: Path = Path("benchmarks/results"), runs_r
         left = sum(e.minutes for e in todo[todo.index(entry):]) * 60 * scale
         print(f"[{i}/{len(entries)}] {entry.name}: {how} {entry.recipe} (expected {_fmt(entry.minutes * 60 * scale)}, "
               f"suite ETA {_fmt(left)}; log {log})", flush=True)
+        code = code_version()  # the code the child runs (taken before it starts, not when the record is written)
         rc, wall, peak = _run_child(cmd, log)
         if rc != 0:
             tail = "\n".join(log.read_text().splitlines()[-15:])
@@ -111,7 +112,7 @@ def run_suite(name: str, results_root: Path = Path("benchmarks/results"), runs_r
         spent += wall
         expected_done += entry.minutes * 60
         command = shlex.join(["maezoo", "run", entry.recipe, *entry.overrides])
-        record = build_entry_record(name, entry, run_dir, command, wall, peak, out_dir)
+        record = build_entry_record(name, entry, run_dir, command, wall, peak, out_dir, code=code)
         write_record(rec_path, record)
         main = [r for r in record["records"] if r["protocol"] == entry.main_protocol and r["metric"] == entry.main_metric]
         shown = ", ".join(f"{r['dataset']} {entry.main_protocol} {r['value']:.3g}"
