@@ -99,7 +99,10 @@ def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
             rows.append(["?", "?", rec["method"], main["protocol"], main["metric"], "missing", "–", "–", "–", "–", "–",
                          "–"])
             continue
+        grouped = {d for r in hits for d in r.get("over", [])}  # members of an averaged row: only the average shows
         for r in hits:
+            if r["dataset"] in grouped:
+                continue
             pub = r.get("published")
             base = r.get("baseline")
             rows.append([
