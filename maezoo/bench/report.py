@@ -8,6 +8,7 @@ records were made with other code), so ``tests/test_bench.py`` can check that th
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,8 @@ def report(suite: str, results_root: Path = Path("benchmarks/results"), docs: Pa
     targets: list[tuple[Path, str]] = [(docs, page)]
     if readme is not None:
         text = readme.read_text()
-        new = inject_readme(text, suite, render_summary(suite, records, docs_link=docs.as_posix()))
+        link = Path(os.path.relpath(docs.resolve(), readme.resolve().parent)).as_posix()  # as the README sees it
+        new = inject_readme(text, suite, render_summary(suite, records, docs_link=link))
         targets.append((readme, new))
     for path, text in targets:
         old = path.read_text() if path.is_file() else None
