@@ -1,8 +1,9 @@
 """Spectrogram reconstruction figure (Audio-MAE Fig. 1 style): for each clip the masked input (hidden patches
 blank), the reconstruction with the visible patches pasted back, and the original, side by side.
 
-With a ``norm_pix_loss`` model the prediction is in per-patch normalised units; it is mapped back with the
-original patch's mean and standard deviation, as the MAE demo does.
+With a ``norm_pix_loss`` model the prediction is in per-patch normalised units; the core's
+:func:`~maezoo.core.reconstruct.reconstruct` maps it back with the original patch's mean and standard deviation,
+as the MAE demo does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from maezoo.core.mae import MaskedAutoencoder
+from maezoo.core.reconstruct import reconstruct
 from maezoo.figures import pyplot, save_figure
 from maezoo.registry import register
 
@@ -20,18 +22,10 @@ from maezoo.registry import register
 @torch.no_grad()
 def reconstruction_rows(model: MaskedAutoencoder, fbanks: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``[B, T, F]`` normalised filterbanks -> ``[B, 3, T, F]`` (masked with NaN where hidden, reconstruction, original)."""
-    was = model.training
-    model.eval()
-    out = model(fbanks, generator=generator)
-    model.train(was)
+    rec = reconstruct(model, fbanks, generator=generator)
     tok = model.tokenizer
-    patches = tok.patchify(fbanks)
-    pred = out.pred.float()
-    if model.target_name == "norm":
-        pred = pred * (patches.var(-1, keepdim=True) + 1e-6).sqrt() + patches.mean(-1, keepdim=True)
-    m = out.mask.mask.unsqueeze(-1)
-    masked = tok.unpatchify(torch.where(m, torch.full_like(patches, float("nan")), patches), out.grid)
-    recon = tok.unpatchify(torch.where(m, pred, patches), out.grid)
+    masked = tok.unpatchify(rec.masked(float("nan")), rec.grid)
+    recon = tok.unpatchify(rec.pasted, rec.grid)
     return torch.stack([masked, recon, fbanks.float()], dim=1)
 
 

@@ -26,7 +26,8 @@ from maezoo.core.masking import (
     unshuffle,
 )
 from maezoo.core.pos_embed import interpolate_pos_embed, sincos_pos_embed
-from maezoo.core.targets import norm_target, raw_target, resolve_target
+from maezoo.core.reconstruct import Reconstruction, reconstruct
+from maezoo.core.targets import invert_target, norm_target, raw_target, resolve_target
 from maezoo.core.tokenizer import Tokenizer, Tokens
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "ViTEncoder", "apply_drop", "apply_replace", "apply_replace_rule", "interpolate_pos_embed", "layer_id",
     "layer_ids", "masked_mean", "norm_target", "pool_features", "raw_target", "resolve_target", "segment_pool",
     "select_decoder_targets", "sincos_pos_embed", "unshuffle",
+    "Reconstruction", "invert_target", "reconstruct",
 ]

@@ -111,4 +111,76 @@ def resolve_target(spec: TargetSpec) -> tuple[str, TargetFn]:
 
 norm_target.check_args = check_norm_args  # type: ignore[attr-defined]
 
-__all__ = ["raw_target", "norm_target", "check_norm_args", "resolve_target"]
+
+# -- inverses: a target's prediction back to patch units ---------------------------------------------------
+# A registered target may define ``inverse(prediction, patches, **args)`` (with the target's own arguments):
+# the prediction mapped back to the units of ``patches`` using the original patches' statistics, as the MAE
+# and VideoMAE demos do to draw a normalised-target model's reconstruction. :func:`invert_target` calls it.
+
+
+def raw_inverse(prediction: Tensor, patches: Tensor) -> Tensor:
+    """Inverse of :func:`raw_target`: the identity (the prediction is already in patch units).
+
+    Shapes: prediction ``[B, K, P]``, patches ``[B, K, P]`` -> ``[B, K, P]``
+    """
+    return prediction
+
+
+def norm_inverse(
+    prediction: Tensor, patches: Tensor, eps: float = 1e-6, axes: NormAxes = "token", channels: int | None = None,
+    unbiased: bool = True, eps_mode: EpsMode = "var",
+) -> Tensor:
+    """Inverse of :func:`norm_target` with the same arguments: ``prediction * scale + mean``, the mean and
+    scale (``sqrt(var + eps)`` or ``std + eps``) taken per token or per channel of the original ``patches``.
+
+    ``norm_inverse(norm_target(x, **a), x, **a)`` recovers ``x`` up to float rounding (a constant token
+    comes back as its mean).
+
+    Shapes:
+        prediction ``[B, K, P]``, patches ``[B, K, P]`` (the rows the prediction stands for) -> ``[B, K, P]``
+    """
+    check_norm_args(eps, axes, channels, unbiased, eps_mode)
+    x, y, dim = patches, prediction, -1
+    if axes == "channel":
+        c = int(channels)  # type: ignore[arg-type]
+        if patches.shape[-1] % c:
+            raise ValueError(f"norm target: {patches.shape[-1]} values per token do not split into {c} channels")
+        x, y, dim = patches.reshape(*patches.shape[:-1], -1, c), prediction.reshape(*prediction.shape[:-1], -1, c), -2
+    mean = x.mean(dim=dim, keepdim=True)
+    if eps_mode == "var":
+        scale = (x.var(dim=dim, keepdim=True, unbiased=unbiased) + eps).sqrt()
+    else:
+        scale = x.std(dim=dim, keepdim=True, unbiased=unbiased) + eps
+    return (y * scale + mean).reshape(prediction.shape)
+
+
+raw_target.inverse = raw_inverse  # type: ignore[attr-defined]
+norm_target.inverse = norm_inverse  # type: ignore[attr-defined]
+
+
+def invert_target(target: TargetFn, prediction: Tensor, patches: Tensor) -> Tensor:
+    """Map a model's prediction of ``target(patches)`` back to the units of ``patches``.
+
+    ``target`` is what :func:`resolve_target` returns (a registered function, possibly bound to its
+    arguments with ``functools.partial``); its ``inverse`` attribute is called with the same arguments.
+
+    Shapes:
+        prediction ``[B, K, P]``, patches ``[B, K, P]`` -> ``[B, K, P]``
+    """
+    fn, args = target, {}
+    if isinstance(target, functools.partial):
+        fn, args = target.func, dict(target.keywords)
+    inverse = getattr(fn, "inverse", None)
+    if inverse is None:
+        name = getattr(fn, "__name__", type(fn).__name__)
+        raise ValueError(f"target {name!r} has no inverse, so its predictions cannot be mapped back to patch units; "
+                         "give the target function an attribute inverse(prediction, patches, **args) "
+                         "(as maezoo.core.targets.norm_target.inverse)")
+    if prediction.shape != patches.shape:
+        raise ValueError(f"prediction {tuple(prediction.shape)} and patches {tuple(patches.shape)} must match: "
+                         "pass the original patches of the rows the prediction stands for")
+    return inverse(prediction, patches, **args)
+
+
+__all__ = ["raw_target", "norm_target", "check_norm_args", "resolve_target", "raw_inverse", "norm_inverse",
+           "invert_target"]

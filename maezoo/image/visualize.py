@@ -1,9 +1,9 @@
 """MAE-paper-style reconstruction figure (figure 2): for each image, the masked input (hidden patches
 greyed), the reconstruction with the visible patches pasted back, and the original, side by side.
 
-With a ``norm_pix_loss`` model the prediction is in per-patch normalised units; it is mapped back with
-the original patch's mean and standard deviation (as the MAE demo does), so only the patch's structure,
-not its brightness, is the model's guess.
+With a ``norm_pix_loss`` model the prediction is in per-patch normalised units; the core's
+:func:`~maezoo.core.reconstruct.reconstruct` maps it back with the original patch's mean and standard
+deviation (as the MAE demo does), so only the patch's structure, not its brightness, is the model's guess.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from maezoo.core.mae import MaskedAutoencoder
+from maezoo.core.reconstruct import reconstruct
 from maezoo.figures import RECONSTRUCTION_COLUMNS, label_columns
 from maezoo.registry import register
 
@@ -30,20 +31,10 @@ def reconstruction_grid(
 ) -> Tensor:
     """``[B, C, H, W]`` normalised images -> ``[3B, C, H, W]`` rows of (masked, reconstruction+visible, original)
     in pixel space [0, 1]."""
-    was_training = model.training
-    model.eval()
-    out = model(images, generator=generator)
-    model.train(was_training)
+    rec = reconstruct(model, images, generator=generator)
     tok = model.tokenizer
-    patches = tok.patchify(images)
-    pred = out.pred.float()
-    if model.target_name == "norm":
-        mu, var = patches.mean(-1, keepdim=True), patches.var(-1, keepdim=True)
-        pred = pred * (var + 1e-6).sqrt() + mu
-    m = out.mask.mask.unsqueeze(-1)
-    grey = torch.zeros_like(patches)
-    masked = tok.unpatchify(torch.where(m, grey, patches), out.grid)
-    recon = tok.unpatchify(torch.where(m, pred, patches), out.grid)
+    masked = tok.unpatchify(rec.masked(0.0), rec.grid)
+    recon = tok.unpatchify(rec.pasted, rec.grid)
 
     def to_pixels(x: Tensor) -> Tensor:
         if mean is not None and std is not None:
@@ -51,7 +42,7 @@ def reconstruction_grid(
         return x.clamp(0, 1)
 
     masked_px = to_pixels(masked)
-    masked_px = torch.where(tok.unpatchify(m.expand_as(patches).float(), out.grid) > 0, 0.5, masked_px)
+    masked_px = torch.where(tok.unpatchify(rec.hidden_values().float(), rec.grid) > 0, 0.5, masked_px)
     rows = torch.stack([masked_px, to_pixels(recon), to_pixels(images)], dim=1)  # [B, 3, C, H, W]
     return rows.flatten(0, 1)
 

@@ -2,7 +2,9 @@
 
 The reconstruction figure is registered as the ``series_patch`` visualiser (the tokenizer's name), which the
 pre-training system calls after pre-training with the model and the test split. Values are shown on the
-tokenizer's scale (RevIN-normalised when RevIN is on), where the model reconstructs them. Forecasts against the
+tokenizer's scale (RevIN-normalised when RevIN is on), where the model reconstructs them; a ``norm`` target's
+prediction is mapped back to that scale with each patch's own statistics, and a decoder-masking subset is pasted
+into the full series (the core's :func:`~maezoo.core.reconstruct.reconstruct`). Forecasts against the
 truth are drawn by the forecast protocols (:func:`maezoo.eval.forecast.save_forecast_figure`, written to the run
 folder).
 """
@@ -15,6 +17,7 @@ import torch
 from torch import Tensor
 
 from maezoo.core.mae import MaskedAutoencoder
+from maezoo.core.reconstruct import reconstruct
 from maezoo.figures import pyplot, save_figure
 from maezoo.registry import register
 
@@ -28,27 +31,15 @@ def reconstruction_series(model: MaskedAutoencoder, x: Tensor, generator: torch.
         x ``[B, C, L]`` -> each ``[B', L']`` (``B' = B * C`` channel-independent; ``L'`` after crop/pad),
         plus ``hidden`` ``[B', L']`` bool
     """
-    was = model.training
-    model.eval()
-    out = model(x, generator=generator)
-    model.train(was)
+    rec = reconstruct(model, x, generator=generator)
     tok = model.tokenizer
-    patches = tok.patchify(x)
-    pred = out.pred.float()
-    if out.mask.ids_target is not None:  # decoder masking: paste the predicted subset into the grid
-        full = patches.clone()
-        idx = out.mask.ids_target.unsqueeze(-1).expand(-1, -1, pred.shape[-1])
-        pred = full.scatter(1, idx, pred)
-    hidden = out.target_mask.unsqueeze(-1).expand_as(patches)
-    recon = torch.where(hidden, pred, patches)
-    masked = torch.where(hidden, torch.full_like(patches, float("nan")), patches)
 
     def series(p: Tensor) -> Tensor:
-        s = tok.unpatchify(p, out.grid)
+        s = tok.unpatchify(p, rec.grid)
         return s.reshape(-1, s.shape[-1])
 
-    return {"truth": series(patches), "masked": series(masked), "recon": series(recon),
-            "hidden": series(hidden.float()) > 0}
+    return {"truth": series(rec.patches), "masked": series(rec.masked(float("nan"))), "recon": series(rec.pasted),
+            "hidden": series(rec.hidden_values().float()) > 0}
 
 
 def save_reconstruction_figure(model: MaskedAutoencoder, x: Tensor, path: str | Path, rows: int = 4, seed: int = 0

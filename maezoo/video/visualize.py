@@ -2,9 +2,10 @@
 
 For each clip three labelled rows of frames: the masked input (hidden tubelets grey), the reconstruction
 with the visible tubelets pasted back, and the original. With VideoMAE's normalised target the prediction
-is mapped back with each tubelet's own per-channel mean and std (as the VideoMAE demo does), so only
-its structure is the model's guess. The figure shows the full decoder output (decoder masking is switched
-off while drawing it). The GIF plays the same three panels side by side, one clip per row.
+is mapped back with each tubelet's own per-channel mean and std (as the VideoMAE demo does; the core's
+:func:`~maezoo.core.reconstruct.reconstruct`), so only its structure is the model's guess. The figure shows
+the full decoder output (decoder masking is switched off while drawing it). The GIF plays the same three
+panels side by side, one clip per row.
 
 Shapes:
     reconstruction_strips(model, clips [B, C, T, H, W]) -> [B, 3, T, C, H, W] pixels in [0, 1]
@@ -21,6 +22,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from maezoo.core.mae import MaskedAutoencoder
+from maezoo.core.reconstruct import reconstruct
 from maezoo.registry import register
 
 ROWS = ("masked", "reconstruction", "original")
@@ -29,26 +31,9 @@ ROWS = ("masked", "reconstruction", "original")
 @torch.no_grad()
 def reconstruction_strips(model: MaskedAutoencoder, clips: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``[B, C, T, H, W]`` normalised clips -> ``[B, 3, T, C, H, W]`` (masked, reconstruction, original) in [0, 1]."""
-    was_training, dec_mask = model.training, model.decoder_masking
-    model.eval()
-    model.decoder_masking = None
-    try:
-        out = model(clips, generator=generator)
-    finally:
-        model.train(was_training)
-        model.decoder_masking = dec_mask
+    rec = reconstruct(model, clips, generator=generator, decoder_masking=False)  # patches in pixels
     tok = model.tokenizer
-    patches = tok.patchify(clips).float()  # pixels, [B, N, P] with channel fastest
-    pred = out.pred.float()
-    if model.target_name == "norm":
-        c = tok.in_chans
-        px = patches.view(*patches.shape[:2], -1, c)
-        mu, sd = px.mean(-2, keepdim=True), px.std(-2, keepdim=True)
-        pred = (pred.view_as(px) * (sd + 1e-6) + mu).view_as(patches)
-    m = out.mask.mask.unsqueeze(-1)
-    masked = torch.where(m, torch.full_like(patches, 0.5), patches)
-    recon = torch.where(m, pred, patches)
-    rows = [tok.unpatchify(v, out.grid) for v in (masked, recon, patches)]  # [B, C, T, H, W] each
+    rows = [tok.unpatchify(v, rec.grid) for v in (rec.masked(0.5), rec.pasted, rec.patches)]  # [B, C, T, H, W] each
     if getattr(tok, "mean", None) is None:  # pixels in normalised units: stretch each clip to [0, 1]
         lo = rows[2].amin(dim=(1, 2, 3, 4), keepdim=True)
         hi = rows[2].amax(dim=(1, 2, 3, 4), keepdim=True)
