@@ -1,6 +1,7 @@
-"""Forward + backward of one attention call at MAE's shapes: fused SDPA vs timm's explicit path (q k^T, softmax, v).
+"""Forward + backward of one attention call at MAE's shapes: fused SDPA vs timm's explicit path (q k^T, softmax, v)
+vs SDPA on fp32 copies (half precision only).
 
-This is the measurement behind ``maezoo.core.encoder.CPU_EXPLICIT_ATTENTION_MAX_TOKENS``: the two are timed
+This is the measurement behind ``maezoo.core.attention`` kernel bounds: the kernels are timed
 interleaved in one process (median and min-max of ``--repeats``), per shape and dtype.
 
 Usage::
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +31,8 @@ def run(kind: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> float:
     t0 = time.perf_counter()
     if kind == "sdpa":
         out = F.scaled_dot_product_attention(q, k, v)
+    elif kind == "sdpa_fp32":  # maezoo's "sdpa_fp32" kernel: SDPA on fp32 copies, the output cast back
+        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
     else:
         out = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v
     out.sum().backward()
@@ -44,12 +48,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     rows = []
+    load_start = os.getloadavg()[0]
     for dtype in (torch.bfloat16, torch.float32):
         for shape in SHAPES:
             q, k, v = (torch.randn(*shape, dtype=dtype, device=args.device, requires_grad=True) for _ in range(3))
-            times: dict[str, list[float]] = {"sdpa": [], "explicit": []}
+            kinds = ("sdpa", "explicit", "sdpa_fp32") if dtype != torch.float32 else ("sdpa", "explicit")
+            times: dict[str, list[float]] = {kind: [] for kind in kinds}
             for r in range(args.repeats + 1):
-                for kind in ("sdpa", "explicit") if r % 2 == 0 else ("explicit", "sdpa"):
+                for kind in kinds if r % 2 == 0 else kinds[::-1]:
                     dt = run(kind, q, k, v)
                     if r:  # the first round warms up
                         times[kind].append(dt)
@@ -58,11 +64,12 @@ def main() -> None:
                 kind: 1e3 * m for kind, m in med.items()}, "min_max_ms": {kind: [1e3 * min(ts), 1e3 * max(ts)]
                                                                           for kind, ts in times.items()},
                 "sdpa_over_explicit": med["sdpa"] / med["explicit"]})
-            print(f"{rows[-1]['dtype']:>8} {shape}: sdpa {1e3 * med['sdpa']:.2f} ms, explicit "
-                  f"{1e3 * med['explicit']:.2f} ms ({rows[-1]['sdpa_over_explicit']:.2f}x)", flush=True)
+            print(f"{rows[-1]['dtype']:>8} {shape}: " + ", ".join(f"{kind} {1e3 * m:.2f} ms" for kind, m in med.items()),
+                  flush=True)
     doc = {"benchmark": "attention forward + backward", "device": args.device,
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "rows": rows}
+           "torch": torch.__version__,
+           "load_average_start_end": [load_start, os.getloadavg()[0]], "rows": rows}
     out = args.out or HERE / "results" / f"attention_{args.device}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {out}")

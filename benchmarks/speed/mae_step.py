@@ -84,7 +84,7 @@ def _peer_opt(model: nn.Module) -> torch.optim.Optimizer:
 # ------------------------------------------------------------------------------------------------
 def build_maezoo(size: str, image_size: int, variant: str = "") -> Entry:
     import maezoo
-    from maezoo.core import encoder as enc
+    from maezoo.core import attention as att
     from maezoo.optim import build_optimizer
 
     model = maezoo.create_model(
@@ -95,12 +95,13 @@ def build_maezoo(size: str, image_size: int, variant: str = "") -> Entry:
     context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     if variant == "sdpa-attention":
         @contextlib.contextmanager
-        def context():  # fused SDPA at every length: the explicit-attention lever off
-            old, enc.CPU_EXPLICIT_ATTENTION_MAX_TOKENS = enc.CPU_EXPLICIT_ATTENTION_MAX_TOKENS, 0
+        def context():  # SDPA in the input's dtype at every length: the CPU attention lever off
+            old = att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS, att.CPU_FP32_ATTENTION_MAX_TOKENS
+            att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS = att.CPU_FP32_ATTENTION_MAX_TOKENS = 0
             try:
                 yield
             finally:
-                enc.CPU_EXPLICIT_ATTENTION_MAX_TOKENS = old
+                att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS, att.CPU_FP32_ATTENTION_MAX_TOKENS = old
     if variant == "plain-adamw":
         return Entry(model, lambda x: model(x).loss, _peer_opt(model), context)
     opt = build_optimizer(model, OPT["lr"], OPT["weight_decay"], OPT["betas"])
