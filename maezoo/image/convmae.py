@@ -11,7 +11,8 @@ Encoder (patch sizes ``p1, p2, p3``; ConvMAE-Base: 4/2/2, widths 256/384/768, de
     stage 1: ``[B, D1, H/p1, W/p1]``, masked convolution blocks (:class:`MaskedConvBlock`)
     stage 2: stride-``p2`` patch embedding, masked convolution blocks on ``[B, D2, H/(p1 p2), W/(p1 p2)]``
     stage 3: stride-``p3`` patch embedding + linear + fixed 2-D sin-cos positions, then transformer blocks
-        over the *visible* stage-3 tokens only (a quarter of them at a 75% mask)
+        over the *visible* stage-3 tokens only (a quarter of them at a 75% mask); attention kernel chosen per
+        device/precision/length by :func:`maezoo.core.attention.select_attention`, as in the ViT encoder
     fusion (pre-training only, as ConvMAE): stage-1 output through a stride-``p2 p3`` convolution and
         stage-2 output through a stride-``p3`` convolution (4 and 2 for Base), both to width ``D3``, taken
         at the visible positions and added to the stage-3 output; then LayerNorm, then the decoder.
@@ -41,6 +42,7 @@ from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from maezoo.core.attention import Attention, select_attention
 from maezoo.core.decoder import TransformerDecoder
 from maezoo.core.encoder import _norm, init_mae_weights
 from maezoo.core.mae import MaskedAutoencoder
@@ -196,7 +198,7 @@ class ConvMAEEncoder(nn.Module):
         conv = [[MaskedConvBlock(d, mlp_ratio, kernel_size, dpr[sum(depths[:s]) + i]) for i in range(depths[s])]
                 for s, d in enumerate((d1, d2))]
         attn = [Block(d3, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[depths[0] + depths[1] + i],
-                      norm_layer=_norm) for i in range(depths[2])]
+                      norm_layer=_norm, attn_layer=Attention) for i in range(depths[2])]
         self.stages = nn.ModuleList([
             ConvMAEStage(conv[0]),
             ConvMAEStage(conv[1], PatchMerge(d1, d2, p2)),
@@ -256,9 +258,10 @@ class ConvMAEEncoder(nn.Module):
         x = last.downsample(x)
         grid3 = (int(x.shape[-2]), int(x.shape[-1]))
         x = last.proj(x.flatten(2).transpose(1, 2))
-        x = x + sincos_pos_embed(self.dim, grid3).to(x.device, x.dtype)
+        x = x + sincos_pos_embed(self.dim, grid3, x.device, x.dtype)
         if mask is not None:
             x = apply_drop(x, mask)
+        select_attention(last.blocks, x)  # the core's per-device/precision/length kernel choice, as the ViT's
         for blk in last.blocks:
             x = blk(x)
         if mask is not None:

@@ -151,7 +151,7 @@ class SeriesPatchTokenizer(Tokenizer):
         seg = self._segments(xn)
         n = seg.shape[1]
         t = self.proj(seg)
-        pos = self.pos[:n] if self.pos is not None else sincos_pos_embed(self.embed_dim, (n,)).to(t.device, t.dtype)
+        pos = self.pos[:n] if self.pos is not None else sincos_pos_embed(self.embed_dim, (n,), t.device, t.dtype)
         ctx: dict[str, Any] = {"pos_embed": pos}
         if stats:  # per token-batch row: [B*C, 1, 1] (channel-independent) or [B, 1, C]
             ctx.update({k: self._row_stats(v) for k, v in stats.items()})
