@@ -212,6 +212,28 @@ def test_fsdd_dataset_normalises_with_training_statistics(tmp_path, monkeypatch)
     assert x.shape == (48, 128) and y.shape == (10,) and abs(float(y.sum()) - 1) < 1e-5
 
 
+def test_clip_mean_norm_removes_each_clips_own_bin_means(tmp_path, monkeypatch):
+    from maezoo.audio.data import clip_mean_norm
+
+    monkeypatch.setenv("MAEZOO_DATA", str(tmp_path / "data"))
+    write_fsdd(tmp_path)
+    fb = torch.randn(2, 6, 4) + torch.tensor([3.0, -1.0, 0.5, 2.0])
+    frames = torch.tensor([6, 3])
+    out = clip_mean_norm(fb, frames, "zero")
+    assert torch.allclose(out[0], fb[0] - fb[0].mean(0)) and torch.allclose(out[1, :3], fb[1, :3] - fb[1, :3].mean(0))
+    assert not out[1, 3:].any()  # zero padding stays at the (new) mean level
+    kw = dict(split="train", transform="eval", root=str(tmp_path), target_frames=48, pad="repeat")
+    plain = maezoo.build("dataset", "fsdd", **kw)
+    cmn = maezoo.build("dataset", "fsdd", clip_norm=True, **kw)
+    raw = cmn.fbanks * 2 * cmn.stats[1] + cmn.stats[0]  # undo the dataset normalisation
+    n = int(cmn.frames[0])
+    assert raw[0, :n].mean(0).abs().max() < 1e-3 and plain.stats != cmn.stats
+    assert cmn.targets == plain.targets == [c.label for c in plain.clips]
+    mixed = maezoo.build("dataset", "fsdd", clip_norm=True, **{**kw, "transform": "finetune"}, mixup=1.0)
+    x, _ = mixed[0]  # the waveform-mixup path normalises its fresh filterbank the same way
+    assert x.shape == (48, 128) and torch.isfinite(x).all()
+
+
 def test_bad_files_are_skipped_and_counted_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("MAEZOO_DATA", str(tmp_path / "data"))
     root = tmp_path / "folder"

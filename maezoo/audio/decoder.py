@@ -79,7 +79,7 @@ class LocalDecoder(TransformerDecoder):
             x = unshuffle(x, mask, self.mask_token.view(-1))
         elif self.remask:
             x = torch.where(mask.mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-        x = x + sincos_pos_embed(x.shape[-1], grid).to(x.device, x.dtype)
+        x = x + sincos_pos_embed(x.shape[-1], grid, x.device, x.dtype)
         b, _, c = x.shape
         x = x.reshape(b, grid[0], grid[1], c)
         for blk in self.blocks:

@@ -99,7 +99,7 @@ class AudioTokenizer(Tokenizer):
     def forward(self, x: Tensor) -> Tokens:
         grid = self.grid(x)
         t = self.proj(x.unsqueeze(1)).flatten(2).transpose(1, 2)  # [B, N, D], time-major
-        pos = sincos_pos_embed(self.embed_dim, grid).to(t.device, t.dtype)
+        pos = sincos_pos_embed(self.embed_dim, grid, t.device, t.dtype)
         return Tokens(t + pos, grid, {"pos_embed": pos})
 
     def patchify(self, x: Tensor) -> Tensor:

@@ -7,7 +7,8 @@
   path rates increase linearly with depth, ``0 .. drop_path``.
 * :func:`finetune` trains it with AdamW, layer-wise lr decay, per-step warm-up + cosine, gradient
   clipping, label smoothing and (images only) mixup/cutmix, then reports top-1/top-5 of the final
-  model on the test loader (no epoch is selected on test).
+  model on the test loader (no epoch is selected on test). Multi-label data (multi-hot ``[C]`` float
+  targets; ``task``) trains with binary cross-entropy on the logits and reports ``mAP`` instead.
 * Partial fine-tuning (MAE paper, Fig. 9): ``trainable_blocks=k`` trains the last ``k`` blocks, the
   final norm and the head; everything before stays frozen.
 * From scratch: build a fresh, randomly initialised model with the same builder and call
@@ -39,7 +40,7 @@ from maezoo.config import option
 from maezoo.core.mae import MaskedAutoencoder, Pool, pool_features
 from maezoo.core.masking import apply_drop
 from maezoo.eval.features import split_xy
-from maezoo.eval.metrics import topk_accuracy
+from maezoo.eval.metrics import mean_average_precision, topk_accuracy
 from maezoo.optim import build_optimizer, cosine_lr, scaled_lr, set_lr
 from maezoo.progress import Progress
 from maezoo.runtime import autocast, resolve_amp_dtype, resolve_precision, to_device
@@ -91,6 +92,10 @@ class FinetuneConfig:
     views: int = option(1, ge=1)
     #: print progress with an ETA every ``log_every`` steps (a bar on a terminal)
     progress: bool = False
+    #: ``classification`` (softmax cross-entropy, top-1/top-5) or ``multilabel`` (multi-hot ``[C]`` targets:
+    #: binary cross-entropy with logits, mixup mixes the multi-hot rows, reports ``mAP``); ``auto`` reads it from
+    #: the data (see :func:`resolve_task`)
+    task: Literal["auto", "classification", "multilabel"] = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -105,6 +110,8 @@ class FinetuneConfig:
             raise ValueError(f"pool must be 'cls', 'mean' or 'none', got {self.pool!r}")
         if not 0.0 <= self.mixup_prob <= 1.0:
             raise ValueError(f"mixup_prob must be in [0, 1], got {self.mixup_prob}")
+        if self.task not in ("auto", "classification", "multilabel"):
+            raise ValueError(f"task must be 'auto', 'classification' or 'multilabel', got {self.task!r}")
 
 
 class Classifier(nn.Module):
@@ -269,16 +276,65 @@ def view_logits(model: nn.Module, x: Tensor, views: int) -> Tensor:
     return probs.clamp_min(1e-12).log()
 
 
+def _dataset_multilabel(loader: Any) -> bool | None:
+    """The ``multilabel`` flag of a loader's dataset (looked up through ``Subset``-style ``.dataset`` wrappers)."""
+    ds = getattr(loader, "dataset", None)
+    for _ in range(4):
+        if ds is None:
+            return None
+        flag = getattr(ds, "multilabel", None)
+        if isinstance(flag, bool):
+            return flag
+        ds = getattr(ds, "dataset", None)
+    return None
+
+
+def _first_label(loader: Any) -> Any:
+    ds = getattr(loader, "dataset", None)
+    if ds is None or not hasattr(ds, "__getitem__"):
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]):  # reading a sample leaves the global generator as it was
+            return split_xy(ds[0])[1]
+    except Exception:  # noqa: BLE001 - an unreadable sample is the training loop's to report, not the probe's
+        return None
+
+
+def resolve_task(task: str, train_loader: Any, test_loader: Any, num_classes: int) -> str:
+    """``classification`` or ``multilabel`` for :attr:`FinetuneConfig.task`.
+
+    ``auto``: a ``multilabel`` attribute of the test (else train) loader's dataset decides (the audio datasets
+    set it); without one, the first test sample's label does: a float vector of ``num_classes`` entries is
+    multi-hot, anything else (an integer class id) is single-label.
+    """
+    if task != "auto":
+        return task
+    for loader in (test_loader, train_loader):
+        flag = _dataset_multilabel(loader)
+        if flag is not None:
+            return "multilabel" if flag else "classification"
+    y = _first_label(test_loader) if test_loader is not None else None
+    if y is not None:
+        y = torch.as_tensor(y)
+        if y.is_floating_point() and y.dim() == 1 and y.shape[0] == num_classes:
+            return "multilabel"
+    return "classification"
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader: Iterable[tuple[Any, Any]], device: torch.device | str = "cpu", amp: str = "fp32",
-    views: int = 1,
+    views: int = 1, task: str = "classification",
 ) -> dict[str, float]:
     """Top-1/top-5 (percent) and mean cross-entropy of ``model`` on ``loader``, in eval mode.
 
     Per-token logits ``[B, N, C]`` are flattened with their labels; labels ``< 0`` are ignored. With
     ``views > 1`` each sample's views (``x[:, v]``) are scored and their softmax averaged.
+    ``task="multilabel"``: multi-hot labels ``[B, C]``; returns ``mAP`` (percent, :func:`mean_average_precision`
+    of the logits, or of the sigmoid averaged over views) and the mean binary cross-entropy ``loss``.
     """
+    if task == "multilabel":
+        return _evaluate_multilabel(model, loader, device, amp, views)
     was = model.training
     model.eval()
     logits_all, labels_all = [], []
@@ -299,9 +355,46 @@ def evaluate(
     return {"top1": acc[1], "top5": acc[5], "loss": F.cross_entropy(logits, labels).item()}
 
 
-def _make_mixup(cfg: FinetuneConfig, num_classes: int) -> Mixup | None:
+@torch.no_grad()
+def _evaluate_multilabel(model: nn.Module, loader: Iterable[tuple[Any, Any]], device: torch.device | str, amp: str,
+                         views: int) -> dict[str, float]:
+    """``{"mAP", "loss"}`` on multi-hot labels ``[B, C]`` (see :func:`evaluate`)."""
+    was = model.training
+    model.eval()
+    scores_all, labels_all, loss_sum, n = [], [], 0.0, 0
+    try:
+        for batch in loader:
+            x, y = split_xy(batch)
+            x, y = to_device(x, device), torch.as_tensor(y).to(device).float()
+            with autocast(device, amp):
+                if views > 1:
+                    b = x.shape[0]
+                    logits = model(x.reshape(b * views, *x.shape[2:])).float().reshape(b, views, -1)
+                else:
+                    logits = model(x).float()
+            if y.dim() != 2 or y.shape[-1] != logits.shape[-1]:
+                raise ValueError(f"multi-label evaluation needs multi-hot labels [B, {logits.shape[-1]}], got "
+                                 f"{tuple(y.shape)}; set finetune.task=classification for class-id labels")
+            if views > 1:
+                probs = logits.sigmoid().mean(1)
+                scores, loss = probs, F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), y, reduction="sum")
+            else:
+                scores, loss = logits, F.binary_cross_entropy_with_logits(logits, y, reduction="sum")
+            scores_all.append(scores.cpu())
+            labels_all.append(y.cpu())
+            loss_sum, n = loss_sum + loss.item(), n + y.numel()
+    finally:
+        model.train(was)
+    return {"mAP": mean_average_precision(torch.cat(scores_all), torch.cat(labels_all)), "loss": loss_sum / max(n, 1)}
+
+
+def _make_mixup(cfg: FinetuneConfig, num_classes: int, multilabel: bool = False) -> Mixup | None:
     if cfg.mixup_prob <= 0 or (cfg.mixup <= 0 and cfg.cutmix <= 0):
         return None
+    if multilabel:  # timm mixes the multi-hot rows (after its multi-label smoothing y (1 - s) + s / 2)
+        return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                     switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.label_smoothing,
+                     num_classes=num_classes, multi_label=True)
     return Mixup(
         mixup_alpha=cfg.mixup,
         cutmix_alpha=cfg.cutmix,
@@ -327,11 +420,17 @@ def train_classifier(
     time series, per-token labels) they are off and label smoothing uses a plain cross-entropy. Float labels
     ``[B, C]`` from the dataset (soft targets, e.g. audio waveform mixup) train with soft-target cross-entropy. With
     mixup on, an odd-sized batch loses its last sample (timm's batch mixup pairs samples).
+    Multi-label (``cfg.task``, see :func:`resolve_task`): multi-hot float labels ``[B, C]`` train with
+    binary cross-entropy with logits against ``y (1 - s) + s / 2`` (``s = label_smoothing``, timm's multi-label
+    smoothing; image mixup/cutmix mixes the multi-hot rows the same way); the result has ``mAP`` instead of
+    ``top1``/``top5``.
     Seeds torch's and NumPy's global generators with ``cfg.seed`` (timm's Mixup uses NumPy's).
     """
     t0 = time.perf_counter()
     if cfg.amp == "auto":
         cfg = dataclasses.replace(cfg, amp=resolve_precision("auto", device))
+    task = resolve_task(cfg.task, train_loader, test_loader, num_classes)
+    multilabel = task == "multilabel"
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)  # timm's Mixup draws from NumPy's global generator
     clf.to(device)
@@ -357,7 +456,7 @@ def train_classifier(
         lr = scaled_lr(cfg.base_lr, batch)
     opt = build_finetune_optimizer(clf, cfg, lr)
     trainable = [p for p in clf.parameters() if p.requires_grad]
-    mixup = _make_mixup(cfg, num_classes)
+    mixup = _make_mixup(cfg, num_classes, multilabel)
     soft_ce = SoftTargetCrossEntropy()
     smooth_ce: nn.Module = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
     amp_dtype = resolve_amp_dtype(cfg.amp)
@@ -375,17 +474,26 @@ def train_classifier(
             x, y = to_device(x, device), torch.as_tensor(y).to(device)
             set_lr(opt, cosine_lr(step, total, lr, warmup, cfg.min_lr))
             is_image = isinstance(x, Tensor) and x.dim() == 4
+            if multilabel and (not y.is_floating_point() or y.dim() != 2 or y.shape[1] != num_classes):
+                raise ValueError(f"multi-label fine-tuning needs multi-hot float labels [B, {num_classes}], got "
+                                 f"{y.dtype} {tuple(y.shape)}; set finetune.task=classification for class ids")
             if mixup is not None and is_image and x.shape[0] >= 2:
                 if x.shape[0] % 2:
                     x, y = x[:-1], y[:-1]
-                x, y_soft = mixup(x, y.long())
+                x, y_soft = mixup(x, y.float() if multilabel else y.long())
                 used_mixup = True
+            elif multilabel:
+                y_soft = y.float() * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
             else:  # soft targets [B, C] from the dataset (e.g. waveform mixup) train with soft cross-entropy
                 y_soft = y.float() if y.is_floating_point() and y.dim() == 2 and y.shape[1] == num_classes else None
             with autocast(device, cfg.amp):
                 logits = clf(x)
             logits = logits.float()
-            if y_soft is not None:
+            if multilabel:
+                if logits.dim() != 2:
+                    raise ValueError("multi-label fine-tuning needs pooled logits [B, C] (pool 'cls' or 'mean')")
+                loss = F.binary_cross_entropy_with_logits(logits, y_soft)
+            elif y_soft is not None:
                 loss = soft_ce(logits, y_soft)
             elif logits.dim() == 3:  # per-token labels; negatives are unlabelled
                 loss = F.cross_entropy(
@@ -417,13 +525,16 @@ def train_classifier(
                 progress.update(step, {"loss": loss_val})
         epoch += 1
         if cfg.eval_every and test_loader is not None and epoch % cfg.eval_every == 0 and step < total and log:
-            log({"step": step, "epoch": epoch, **{f"test_{k}": v for k, v in evaluate(clf, test_loader, device, cfg.amp).items()}})
+            log({"step": step, "epoch": epoch,
+                 **{f"test_{k}": v for k, v in evaluate(clf, test_loader, device, cfg.amp, task=task).items()}})
 
     progress.close()
     out: dict[str, Any] = {"steps": step, "epochs": epoch, "lr": lr, "train_loss": loss_val, "mixup": used_mixup}
+    if multilabel:
+        out["task"] = task
     if test_loader is not None:
-        res = evaluate(clf, test_loader, device, cfg.amp, cfg.views)
-        out.update(top1=res["top1"], top5=res["top5"], test_loss=res["loss"])
+        res = evaluate(clf, test_loader, device, cfg.amp, cfg.views, task=task)
+        out.update({k: v for k, v in res.items() if k != "loss"}, test_loss=res["loss"])
     out["wall_time_s"] = time.perf_counter() - t0
     return out
 
@@ -444,7 +555,8 @@ def finetune(
     ``model`` itself is not modified. The reported accuracy is the final model's on ``test_loader``.
 
     Returns:
-        ``{"top1", "top5", "steps", "wall_time_s"}`` plus ``"epochs"``, ``"lr"``, ``"train_loss"``,
+        ``{"top1", "top5", "steps", "wall_time_s"}`` (multi-label: ``"mAP"`` and ``"task"`` instead of
+        ``"top1"``/``"top5"``) plus ``"epochs"``, ``"lr"``, ``"train_loss"``,
         ``"test_loss"``, ``"mixup"`` (whether mixup/cutmix ran), ``"trainable_params"`` and, with
         ``return_model``, ``"model"`` (the trained :class:`Classifier`).
     """

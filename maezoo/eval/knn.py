@@ -2,7 +2,9 @@
 
 Features are L2-normalised, neighbours are found by cosine similarity, and each of the ``k``
 neighbours votes for its class with weight ``exp(sim / T)``. The class scores rank the predictions
-for top-1 / top-5.
+for top-1 / top-5. Multi-label data (multi-hot ``[N, C]`` labels): every neighbour votes for each of its
+labels, the class scores are the vote-weighted share of neighbours carrying the label, and
+:func:`knn_multilabel` reports their ``mAP``.
 
 Shapes:
     train_feats ``[N_train, D]``, train_labels ``[N_train]``, test_feats ``[N_test, D]``,
@@ -36,8 +38,11 @@ def knn_scores(
 ) -> Tensor:
     """Temperature-weighted k-NN class scores.
 
+    Multi-hot ``train_labels`` ``[N_train, C]`` give each class the weighted share of the ``k`` neighbours
+    carrying it (``sum_j w_j y_jc / sum_j w_j``, in ``[0, 1]``).
+
     Shapes:
-        returns ``[N_test, C]`` with ``C = num_classes`` (default ``max(train_labels) + 1``).
+        returns ``[N_test, C]`` with ``C = num_classes`` (default ``max(train_labels) + 1``, or the label width).
     """
     if train_feats.dim() != 2 or test_feats.dim() != 2:
         raise ValueError(
@@ -50,8 +55,12 @@ def knn_scores(
     if k < 1 or temperature <= 0 or chunk < 1:
         raise ValueError(f"need k >= 1, temperature > 0, chunk >= 1; got k={k}, T={temperature}, chunk={chunk}")
     dev = train_feats.device
-    train_labels = train_labels.to(dev).long()
-    c = int(num_classes) if num_classes is not None else int(train_labels.max()) + 1
+    multi_hot = train_labels.dim() == 2
+    train_labels = train_labels.to(dev).float() if multi_hot else train_labels.to(dev).long()
+    if multi_hot and num_classes is not None and train_labels.shape[1] != num_classes:
+        raise ValueError(f"multi-hot labels have {train_labels.shape[1]} columns, num_classes={num_classes}")
+    c = int(num_classes) if num_classes is not None else (
+        train_labels.shape[1] if multi_hot else int(train_labels.max()) + 1)
     k = min(k, train_feats.shape[0])
     train_n = F.normalize(train_feats.float(), dim=1).t().contiguous()  # [D, N_train]
     out = []
@@ -60,6 +69,9 @@ def knn_scores(
         sim, idx = (q @ train_n).topk(k, dim=1)  # [b, k]
         neigh = train_labels[idx]  # [b, k]
         weights = (sim / temperature).exp()
+        if multi_hot:  # [b, k] x [b, k, C] -> weighted share of neighbours with each label
+            out.append(torch.einsum("bk,bkc->bc", weights, train_labels[idx]) / weights.sum(1, keepdim=True))
+            continue
         scores = torch.zeros(q.shape[0], c, device=dev, dtype=weights.dtype)
         out.append(scores.scatter_add_(1, neigh, weights))
     return torch.cat(out)
@@ -85,6 +97,30 @@ def knn_classify(
     scores = knn_scores(train_feats, train_labels, test_feats, k, temperature, num_classes, chunk)
     acc = topk_accuracy(scores, test_labels.to(scores.device), (1, 5))
     return {"top1": acc[1], "top5": acc[5]}
+
+
+def knn_multilabel(
+    train_feats: Tensor,
+    train_targets: Tensor,
+    test_feats: Tensor,
+    test_targets: Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> dict[str, float]:
+    """Weighted k-NN for multi-label data: ``{"mAP": %}`` of the neighbour-vote class scores (see
+    :func:`knn_scores`; classes without a positive test example are left out of the average).
+
+    Shapes:
+        train_targets ``[N_train, C]`` and test_targets ``[N_test, C]`` multi-hot.
+    """
+    from maezoo.eval.metrics import mean_average_precision
+
+    if train_targets.dim() != 2 or test_targets.dim() != 2 or train_targets.shape[1] != test_targets.shape[1]:
+        raise ValueError(f"multi-label k-NN needs multi-hot [N, C] targets of one width, got "
+                         f"{tuple(train_targets.shape)} and {tuple(test_targets.shape)}")
+    scores = knn_scores(train_feats, train_targets, test_feats, k, temperature, train_targets.shape[1], chunk)
+    return {"mAP": mean_average_precision(scores.cpu(), test_targets.cpu())}
 
 
 class KNNMonitor:

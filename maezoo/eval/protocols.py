@@ -32,7 +32,7 @@ from torch.utils.data import Dataset, Subset
 from maezoo.config import ConfigError, option
 from maezoo.eval.features import extract_features, make_loader, split_xy
 from maezoo.eval.finetune import FinetuneConfig, finetune
-from maezoo.eval.knn import knn_classify
+from maezoo.eval.knn import knn_classify, knn_multilabel
 from maezoo.eval.linprobe import infer_task, linear_probe, linear_probe_dense
 from maezoo.progress import Progress
 from maezoo.registry import get, names, register
@@ -196,12 +196,16 @@ class KNNSettings:
 def knn(model: nn.Module, data: EvalData, s: KNNSettings, env: ProtocolEnv) -> ProtocolOutput:
     t0 = time.perf_counter()
     tr, te, (ftr, ytr), (fte, yte) = _train_test_features(model, data, s, env)
-    if infer_task(ytr) != "classification":
-        raise ConfigError(f"knn classifies integer labels; {data.label or 'this dataset'} has {infer_task(ytr)} "
-                          "targets: use the linprobe protocol (mAP / MSE and MAE)")
-    met = knn_classify(ftr, ytr, fte, yte, k=s.k, temperature=s.temperature)
-    return ProtocolOutput({"top1": met["top1"], "top5": met["top5"]}, wall_time_s=time.perf_counter() - t0,
-                          extra={"train_samples": len(tr), "test_samples": len(te)})  # type: ignore[arg-type]
+    task = infer_task(ytr)
+    if task == "multilabel":  # neighbour votes of the multi-hot rows score every class: mAP
+        met = knn_multilabel(ftr, ytr, fte, yte, k=s.k, temperature=s.temperature)
+    elif task != "classification":
+        raise ConfigError(f"knn classifies integer or multi-hot labels; {data.label or 'this dataset'} has {task} "
+                          "targets: use the linprobe protocol (MSE and MAE)")
+    else:
+        met = knn_classify(ftr, ytr, fte, yte, k=s.k, temperature=s.temperature)
+    return ProtocolOutput(dict(met), wall_time_s=time.perf_counter() - t0,
+                          extra={"train_samples": len(tr), "test_samples": len(te), "task": task})  # type: ignore[arg-type]
 
 
 @dataclass
@@ -269,8 +273,8 @@ def _finetune(model: nn.Module, data: EvalData, s: FinetuneSettings, env: Protoc
     met = finetune(model, make_loader(train, bs, shuffle=True, seed=env.seed, num_workers=env.num_workers),
                    make_loader(test, env.batch_size, num_workers=env.num_workers), num_classes=num_classes(train),
                    cfg=cfg, device=env.device, log=env.log)
-    return ProtocolOutput({"top1": met["top1"], "top5": met["top5"]}, steps=met["steps"],
-                          wall_time_s=met["wall_time_s"],
+    metrics = {k: met[k] for k in ("top1", "top5", "mAP") if k in met}  # mAP: multi-label data
+    return ProtocolOutput(metrics, steps=met["steps"], wall_time_s=met["wall_time_s"],
                           extra={"labelled_samples": len(train), "labels_per_class": s.labels_per_class,  # type: ignore[arg-type]
                                  "trainable_blocks": blocks, "epochs": met["epochs"]})
 
