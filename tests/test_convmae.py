@@ -93,21 +93,20 @@ def test_one_mask_across_scales_and_a_quarter_of_the_tokens_in_the_transformer()
 def test_transformer_stage_uses_the_cores_attention_kernel_choice():
     """Stage 3 picks its kernel as the ViT encoder does (SDPA's CPU bf16 flash kernel is several times slower on
     short sequences; before this, ConvMAE's stage 3 always ran it while the ViT it is compared with did not)."""
-    from maezoo.core.attention import Attention, attention_kernel
+    from maezoo.core.attention import attention_kernel
 
     model = tiny().train()
     x = torch.randn(2, 3, 64, 64)  # 16 stage-3 tokens, 4 visible
     blocks = model.encoder.stages[2].blocks
-    assert all(isinstance(b.attn, Attention) for b in blocks)
     seen: list[torch.Tensor] = []
     hook = blocks[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
     with torch.autocast("cpu", torch.bfloat16):
         model(x)
         assert attention_kernel(seen[0]) == "explicit"
-        assert all(b.attn.kernel == "explicit" and not b.attn.fused_attn for b in blocks)
+        assert not any(b.attn.fused_attn for b in blocks)
     model(x)  # fp32 on a CPU: SDPA
     hook.remove()
-    assert all(b.attn.kernel == "sdpa" and b.attn.fused_attn for b in blocks)
+    assert all(b.attn.fused_attn for b in blocks)
 
 
 def test_encoder_runs_unmasked_for_downstream_use():

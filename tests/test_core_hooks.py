@@ -453,6 +453,54 @@ def test_replace_rate_keeps_graphmae_numerics(with_pos):
     assert torch.equal(new, old)
 
 
+def test_consumes_replace_encoder_gets_unmasked_tokens_and_the_same_draws():
+    """An encoder with ``consumes_replace`` builds the replaced input itself from ``context["replace"]``: it gets
+    the unmasked tokens and exactly the draws apply_replace_rule makes (GraphMAE's sparse first layer)."""
+    import dataclasses
+
+    model = make_model("replace", 0.5, replace_rate=0.3).train()
+    tokenize = model.tokenizer.forward
+
+    def no_pos(x, *a, **k):  # the hook is for tokenizers that add no position embedding (node features)
+        tok = tokenize(x, *a, **k)
+        return dataclasses.replace(tok, context={k: v for k, v in tok.context.items() if k != "pos_embed"})
+
+    model.tokenizer.forward = no_pos
+    plain, seen = model.encoder, {}
+
+    class Consumer(nn.Module):
+        consumes_replace = True
+        num_prefix_tokens = plain.num_prefix_tokens
+
+        def forward(self, tokens: Tensor, context: dict[str, Any]) -> Tensor:
+            rep = context["replace"]
+            seen.update(tokens=tokens, kind=rep["kind"], token=rep["token"])
+            built = apply_replace(tokens, rep["mask"], rep["token"])  # mask token, then the random substitutes
+            hid = rep["mask"].ids_masked
+            b, n, d = tokens.shape
+            sub = tokens.reshape(b * n, d)[rep["source"]]  # [B, M, D]
+            rows = torch.where((rep["kind"] == REPLACE_RANDOM).unsqueeze(-1), sub,
+                               torch.gather(built, 1, hid.unsqueeze(-1).expand(-1, -1, d)))
+            return plain(built.scatter(1, hid.unsqueeze(-1).expand(-1, -1, d), rows), context)
+
+    x = torch.randn(2, C, 16, 16)
+    ref = model(x, generator=torch.Generator().manual_seed(3))
+    model.encoder = Consumer()
+    got = model(x, generator=torch.Generator().manual_seed(3))
+    tok = no_pos(x).tokens
+    assert torch.equal(seen["tokens"], tok) and seen["token"] is model.mask_token  # unmasked tokens
+    _, kind = apply_replace_rule(tok, ref.mask, model.mask_token, model.replace_rule, _draws_after_mask(model, x))
+    assert torch.equal(seen["kind"], kind) and torch.equal(ref.mask.mask, got.mask.mask)
+    torch.testing.assert_close(got.loss, ref.loss)
+
+
+def _draws_after_mask(model: MaskedAutoencoder, x: Tensor) -> torch.Generator:
+    """The generator as the model leaves it after drawing the mask (the replace draws come next)."""
+    g = torch.Generator().manual_seed(3)
+    model.masking(x.shape[0], model.tokenizer(x).mask_grid, generator=g)
+    return g
+
+
 def test_replace_rule_shares_and_kept_tokens():
     torch.manual_seed(0)
     b, n = 64, 64

@@ -354,8 +354,8 @@ def test_decoder_project_last_equals_gatconv(masked_only):
     mask = model.sample_mask(data, generator=torch.Generator().manual_seed(5))
     model.decoder.masked_only = masked_only
     outs, grads = [], []
-    for project_last in (True, False):
-        model.decoder.project_last = project_last
+    for project_last, fast in ((True, True), (False, False)):  # (False, False): PyG's GATConv itself
+        model.decoder.project_last, model.decoder.fast = project_last, fast
         out = model(data, mask=mask)
         outs.append(out)
         grads.append(torch.autograd.grad(out.loss, list(model.parameters()), allow_unused=True))

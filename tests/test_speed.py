@@ -142,41 +142,15 @@ def test_dense_masked_loss_equals_row_selecting_loss_with_same_gradients(mask_mo
 
 
 def test_attention_choice_by_device_precision_and_length():
-    def seq(n):
-        return torch.zeros(2, n, 8)
-
-    short, mid, long_ = seq(50), seq(att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS + 1), seq(att.CPU_FP32_ATTENTION_MAX_TOKENS + 1)
-    assert att.attention_kernel(short) == att.attention_kernel(mid) == "sdpa"  # fp32: SDPA
+    short, long_ = torch.zeros(2, 50, 8), torch.zeros(2, att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS + 1, 8)
+    assert att.attention_kernel(short) == "sdpa"  # fp32: SDPA
     assert att.attention_kernel(short.bfloat16()) == "explicit"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert att.attention_kernel(short) == "explicit"
-        assert att.attention_kernel(mid) == "sdpa_fp32"
         assert att.attention_kernel(long_) == "sdpa"
 
 
-def test_attention_kernels_compute_the_same_function():
-    torch.manual_seed(0)
-    layer = att.Attention(64, num_heads=4, qkv_bias=True)
-    x = torch.randn(3, 40, 64)
-    out = {}
-    for kernel in ("sdpa", "explicit", "sdpa_fp32"):
-        layer.kernel, layer.fused_attn = kernel, kernel != "explicit"
-        out[kernel] = layer(x)
-    assert torch.equal(out["sdpa_fp32"], out["sdpa"])  # fp32 input: the same SDPA call
-    torch.testing.assert_close(out["explicit"], out["sdpa"], rtol=1e-5, atol=1e-6)
-    err = {}
-    for kernel in ("sdpa", "sdpa_fp32"):  # under bf16 autocast the fp32 kernel is the closer one to fp32
-        layer.kernel, layer.fused_attn = kernel, True
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = layer(x)
-        assert y.dtype == torch.bfloat16
-        err[kernel] = float((y.float() - out["sdpa"]).abs().max().detach())
-    assert err["sdpa_fp32"] <= err["sdpa"], err
-
-
-@pytest.mark.parametrize("bounds", [(0, 0), (0, 10_000)], ids=["bf16-sdpa", "fp32-sdpa"])
-def test_cpu_bf16_attention_kernels_match_loss_and_gradients(monkeypatch, bounds):
-    """The default choice (explicit on this model's short sequences) against SDPA in bf16 or in fp32."""
+def test_explicit_attention_in_bf16_matches_sdpa_loss_and_gradients(monkeypatch):
     x = torch.randn(4, 3, 32, 32)
     model = _model()
 
@@ -188,15 +162,13 @@ def test_cpu_bf16_attention_kernels_match_loss_and_gradients(monkeypatch, bounds
         return out.loss.detach(), {n: p.grad.float().clone() for n, p in model.named_parameters() if p.grad is not None}
 
     loss_fast, g_fast = run()
-    assert model.encoder.blocks[0].attn.kernel == "explicit" and not model.encoder.blocks[0].attn.fused_attn
-    monkeypatch.setattr(att, "CPU_EXPLICIT_ATTENTION_MAX_TOKENS", bounds[0])
-    monkeypatch.setattr(att, "CPU_FP32_ATTENTION_MAX_TOKENS", bounds[1])
-    loss_other, g_other = run()
-    expected = "sdpa" if bounds[1] == 0 else "sdpa_fp32"
-    assert model.encoder.blocks[0].attn.kernel == model.decoder.blocks[0].attn.kernel == expected
-    torch.testing.assert_close(loss_fast, loss_other, rtol=2e-2, atol=1e-3)
-    for n in g_other:  # bf16 rounding differs (logits rounded to bf16 before the softmax); directions agree
-        cos = torch.nn.functional.cosine_similarity(g_fast[n].flatten(), g_other[n].flatten(), dim=0)
+    assert not model.encoder.blocks[0].attn.fused_attn and not model.decoder.blocks[0].attn.fused_attn
+    monkeypatch.setattr(att, "CPU_EXPLICIT_ATTENTION_MAX_TOKENS", 0)
+    loss_sdpa, g_sdpa = run()
+    assert model.encoder.blocks[0].attn.fused_attn and model.decoder.blocks[0].attn.fused_attn
+    torch.testing.assert_close(loss_fast, loss_sdpa, rtol=2e-2, atol=1e-3)
+    for n in g_sdpa:  # bf16 rounding differs (logits rounded to bf16 before the softmax); directions agree
+        cos = torch.nn.functional.cosine_similarity(g_fast[n].flatten(), g_sdpa[n].flatten(), dim=0)
         assert cos > 0.99, (n, float(cos))
 
 
@@ -204,7 +176,6 @@ def test_fp32_attention_is_sdpa_and_unchanged():
     x = torch.randn(2, 3, 32, 32)
     model = _model()
     out = model(x, generator=torch.Generator().manual_seed(0))
-    assert model.encoder.blocks[0].attn.kernel == model.decoder.blocks[0].attn.kernel == "sdpa"
     assert model.encoder.blocks[0].attn.fused_attn and model.decoder.blocks[0].attn.fused_attn
     assert math.isfinite(float(out.loss.detach()))
 

@@ -31,7 +31,7 @@ def run(kind: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> float:
     t0 = time.perf_counter()
     if kind == "sdpa":
         out = F.scaled_dot_product_attention(q, k, v)
-    elif kind == "sdpa_fp32":  # maezoo's "sdpa_fp32" kernel: SDPA on fp32 copies, the output cast back
+    elif kind == "sdpa_fp32":  # SDPA on fp32 copies, the output cast back (measured; never the fastest in bf16)
         out = F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
     else:
         out = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1) @ v

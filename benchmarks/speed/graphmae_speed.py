@@ -15,6 +15,11 @@ describes (Planetoid root ``""`` -> ``"."``) and copies the Cora raw files into 
 official run is started with ``--use_cfg`` (1500 epochs); its tqdm progress is read live and it is
 stopped once the timed epochs are done. Without a checkout only maezoo's epochs/s are timed (to compare maezoo
 with itself before and after a change, e.g. with ``PYTHONPATH`` pointing at an older tree).
+
+``--also-bf16`` times maezoo with bf16 autocast too, in every round (``maezoo_bf16``, with its own ratio). On a
+machine shared with other jobs, two threads per side stall in every parallel region; compare with one thread per
+side there: ``OMP_NUM_THREADS=1 python benchmarks/speed/graphmae_speed.py /tmp/gmae --threads 1`` (the variable
+reaches the official subprocess). Every run records the load average before and after each timed run.
 """
 
 from __future__ import annotations
@@ -112,6 +117,12 @@ def time_maezoo(warmup: int, epochs: int, overrides: list[str], work: Path) -> d
             "last_loss": s.final_loss, "overrides": overrides, "threads": trainer.threads}
 
 
+def _load() -> list[float]:
+    """The 1, 5 and 15 minute load averages (the machine is shared: report them with every figure)."""
+    with open("/proc/loadavg") as f:
+        return [float(v) for v in f.read().split()[:3]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("official", type=Path, nargs="?", default=None,
@@ -120,6 +131,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=4, help="rounds, each timing both (order alternates)")
     ap.add_argument("--bf16", action="store_true", help="maezoo with bf16 autocast")
+    ap.add_argument("--also-bf16", action="store_true",
+                    help="also time maezoo with bf16 autocast in every round (`maezoo_bf16`, its own ratio)")
     ap.add_argument("--no-masked-only", action="store_true", help="maezoo decoder passes messages to all nodes")
     ap.add_argument("--threads", type=int, default=2, help="maezoo's torch threads (the official run uses torch's default)")
     ap.add_argument("--timeout", type=float, default=1800)
@@ -128,12 +141,17 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    overrides = [f"trainer.precision={'bf16' if args.bf16 else 'fp32'}",
-                 f"model.args.decode_masked_only={str(not args.no_masked_only).lower()}", f"trainer.threads={args.threads}"]
-    runs = {"official": [], "maezoo": []}
+    common = [f"model.args.decode_masked_only={str(not args.no_masked_only).lower()}", f"trainer.threads={args.threads}"]
+    overrides = [f"trainer.precision={'bf16' if args.bf16 else 'fp32'}", *common]
+    runs: dict[str, list] = {"official": [], "maezoo": []}
+    load_start = _load()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         timers = {"maezoo": lambda: time_maezoo(args.warmup, args.epochs, overrides, work)}
+        if args.also_bf16:
+            runs["maezoo_bf16"] = []
+            bf16 = ["trainer.precision=bf16", *common]
+            timers["maezoo_bf16"] = lambda: time_maezoo(args.warmup, args.epochs, bf16, work)
         if args.official is not None:
             root = prepare_official(args.official.resolve(), work)
             timers["official"] = lambda: time_official(root, args.warmup, args.epochs, args.timeout)
@@ -142,24 +160,33 @@ def main() -> None:
         for r in range(args.rounds):
             # the order alternates between rounds, with a pause after each run, so that neither side
             # always runs right after the other
-            for name in (("official", "maezoo") if r % 2 == 0 else ("maezoo", "official")):
+            names = ["official", "maezoo", "maezoo_bf16"]
+            for name in (names if r % 2 == 0 else names[::-1]):
                 if name not in timers:
                     continue
-                runs[name].append(timers[name]())
-                print(f"round {r}: {name:8s} {runs[name][-1]['epochs_per_s']:.3f} epochs/s", flush=True)
+                runs[name].append({**timers[name](), "loadavg_1min_after": _load()[0]})
+                print(f"round {r}: {name:11s} {runs[name][-1]['epochs_per_s']:.3f} epochs/s", flush=True)
                 time.sleep(args.pause)
     eps = {k: sum(x["epochs_timed"] for x in v) / sum(x["seconds"] for x in v) for k, v in runs.items()}
     ratio = eps["maezoo"] / eps["official"] if "official" in eps else None
     per_round = [m["epochs_per_s"] / o["epochs_per_s"] for o, m in zip(runs.get("official", []), runs["maezoo"])]
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[:3]
+    load = _load()
     from maezoo.results import hardware
+
+    extra = {}
+    if "maezoo_bf16" in runs:
+        extra = {"maezoo_bf16_epochs_per_s": eps["maezoo_bf16"],
+                 "ratio_bf16": eps["maezoo_bf16"] / eps["official"] if "official" in eps else None,
+                 "ratio_bf16_per_round": [m["epochs_per_s"] / o["epochs_per_s"]
+                                          for o, m in zip(runs.get("official", []), runs["maezoo_bf16"])]}
 
     doc = {"benchmark": "GraphMAE Cora pre-training epochs/s (paper config: GAT 512x4 heads, 2 layers, mask 0.5)",
            "official_epochs_per_s": eps.get("official"), "maezoo_epochs_per_s": eps["maezoo"], "ratio": ratio,
-           "ratio_per_round": per_round, "order": "official first in even rounds, maezoo first in odd rounds",
+           "ratio_per_round": per_round, **extra,
+           "order": "official, maezoo(, maezoo_bf16) in even rounds, the reverse in odd rounds",
            "runs": runs, "warmup": args.warmup, "epochs": args.epochs, "torch_threads": torch.get_num_threads(),
-           "loadavg_at_end": load, "hardware": hardware(),
+           "loadavg_at_start": load_start, "loadavg_at_end": load, "hardware": hardware(),
+           "precision": "bf16" if args.bf16 else "fp32",
            "note": "both timed in one run; the machine is shared, compare the ratio rather than absolute figures"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmpf = args.out.with_suffix(".json.tmp")
@@ -170,6 +197,8 @@ def main() -> None:
         return
     print(f"official {eps['official']:.3f} epochs/s | maezoo {eps['maezoo']:.3f} epochs/s | ratio {ratio:.2f}x "
           f"(per round: {', '.join(f'{x:.2f}' for x in per_round)})")
+    if extra:
+        print(f"maezoo bf16 {extra['maezoo_bf16_epochs_per_s']:.3f} epochs/s | ratio {extra['ratio_bf16']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -96,12 +96,11 @@ def build_maezoo(size: str, image_size: int, variant: str = "") -> Entry:
     if variant == "sdpa-attention":
         @contextlib.contextmanager
         def context():  # SDPA in the input's dtype at every length: the CPU attention lever off
-            old = att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS, att.CPU_FP32_ATTENTION_MAX_TOKENS
-            att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS = att.CPU_FP32_ATTENTION_MAX_TOKENS = 0
+            old, att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS = att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS, 0
             try:
                 yield
             finally:
-                att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS, att.CPU_FP32_ATTENTION_MAX_TOKENS = old
+                att.CPU_EXPLICIT_ATTENTION_MAX_TOKENS = old
     if variant == "plain-adamw":
         return Entry(model, lambda x: model(x).loss, _peer_opt(model), context)
     opt = build_optimizer(model, OPT["lr"], OPT["weight_decay"], OPT["betas"])

@@ -21,7 +21,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from maezoo.core.attention import Attention, select_attention
+from maezoo.core.attention import select_attention
 from maezoo.core.encoder import _norm, init_mae_weights
 from maezoo.core.masking import Mask, gather_tokens, unshuffle
 from maezoo.core.pos_embed import sincos_pos_embed
@@ -47,8 +47,7 @@ class TransformerDecoder(nn.Module):
         self.remask = remask
         self.embed = nn.Linear(in_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=_norm,
-                                                  attn_layer=Attention) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=_norm) for _ in range(depth))
         self.norm = _norm(dim)
         self.pred = nn.Linear(dim, out_dim)
         init_mae_weights(self)

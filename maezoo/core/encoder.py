@@ -16,7 +16,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from maezoo.core.attention import Attention, select_attention
+from maezoo.core.attention import select_attention
 from maezoo.registry import register
 
 
@@ -59,8 +59,7 @@ class ViTEncoder(nn.Module):
         # stochastic depth rising linearly to ``drop_path`` (python floats: constructible on the meta device)
         dpr = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i], norm_layer=_norm,
-                  attn_layer=Attention)
+            Block(dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i], norm_layer=_norm)
             for i in range(depth)
         )
         self.norm = _norm(dim)

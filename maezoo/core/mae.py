@@ -7,7 +7,10 @@ Two ways to handle hidden tokens (``mask_mode``):
         PatchTST). A :class:`~maezoo.core.masking.ReplaceRule` sets the shares of mask token / random
         other token / unchanged (BERT: 80/10/10); ``replace_rate=r`` is GraphMAE's ``ReplaceRule(1 - r, r, 0)``.
         Encoders that need every position but handle the mask themselves (ConvMAE's masked convolutions)
-        set ``consumes_mask = True`` and receive the mask in ``context["mask"]``.
+        set ``consumes_mask = True`` and receive the mask in ``context["mask"]``. Encoders that build the
+        replaced input themselves (GraphMAE's sparse first layer) set ``consumes_replace = True``: they get the
+        unmasked tokens and ``context["replace"] = {"mask", "kind", "source", "token"}``, the rule's draws from
+        :func:`~maezoo.core.masking.draw_replace_rule` (the same draws ``apply_replace_rule`` makes).
 
 Hooks (all off by default, so the default forward is the plain MAE):
     ``decoder_masking``: among the hidden tokens, the subset the decoder reconstructs and the loss scores
@@ -43,6 +46,7 @@ from maezoo.core.masking import (
     apply_drop,
     apply_replace_rule,
     build_masking,
+    draw_replace_rule,
     gather_tokens,
     select_decoder_targets,
 )
@@ -163,6 +167,12 @@ class MaskedAutoencoder(nn.Module):
             ctx["mask"] = mask
         elif mask is not None and self.mask_mode == "drop":
             x = apply_drop(x, mask)
+        elif mask is not None and getattr(self.encoder, "consumes_replace", False) and ctx.get("pos_embed") is None:
+            # the encoder builds the replaced input itself (e.g. a sparse first layer): the unmasked tokens plus
+            # the rule's draws, exactly those apply_replace_rule would make
+            rule = self.replace_rule if self.training else ReplaceRule()
+            kind, source = draw_replace_rule(mask, rule, x.shape[0] * x.shape[1], generator, x.device)
+            ctx["replace"] = {"mask": mask, "kind": kind, "source": source, "token": self.mask_token}
         elif mask is not None:
             x = self._replace(x, mask, generator, ctx.get("pos_embed"))
         return self.encoder(x, ctx)

@@ -526,6 +526,38 @@ class ReplaceRule:
 REPLACE_MASK, REPLACE_RANDOM, REPLACE_KEEP = 0, 1, 2
 
 
+def draw_replace_rule(
+    mask: Mask, rule: ReplaceRule, total: int, generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """The random draws of :func:`apply_replace_rule`, without touching any token.
+
+    In this order, only when the rule needs them: ``u = rand([B, M])`` (random substitute if ``u < random``,
+    kept if ``random <= u < random + keep``, else the mask token), then the substitutes' source rows
+    ``randint(total, [B, M])`` when ``random > 0`` (``total = B * N``: a flat row of the batch). An encoder that
+    builds its replaced input itself (``consumes_replace``, see :class:`~maezoo.core.mae.MaskedAutoencoder`)
+    gets exactly these draws.
+
+    Shapes:
+        returns ``kind`` ``[B, M]`` (int8 per ``mask.ids_masked``: 0 mask token, 1 random, 2 kept) and
+        ``source`` ``[B, M]`` (flat row ``b * N + n`` of each substitute, read where ``kind == 1``) or ``None``
+    """
+    hidden = mask.ids_masked  # [B, M]
+    device = hidden.device if device is None else torch.device(device)
+    kind = torch.zeros(hidden.shape, dtype=torch.int8, device=device)
+    if not rule.draws:
+        return kind, None
+    gen_dev = generator.device if generator is not None else device
+    u = torch.rand(hidden.shape, generator=generator, device=gen_dev).to(device)
+    if rule.keep > 0:
+        kind = kind.masked_fill((u >= rule.random) & (u < rule.random + rule.keep), REPLACE_KEEP)
+    source = None
+    if rule.random > 0:
+        source = torch.randint(0, total, hidden.shape, generator=generator, device=gen_dev).to(device)
+        kind = kind.masked_fill(u < rule.random, REPLACE_RANDOM)
+    return kind, source
+
+
 def apply_replace_rule(
     tokens: Tensor,
     mask: Mask,
@@ -538,10 +570,8 @@ def apply_replace_rule(
     or stay unchanged.
 
     ``tokens`` already carry the position embedding ``pos`` (when given): the mask token and a random
-    substitute get the hidden token's own position, a kept token is returned as is. Draws (in this order,
-    only when the rule needs them): ``u = rand([B, M])`` (random if ``u < random``, kept if
-    ``random <= u < random + keep``), then the substitutes' source rows ``randint(B * N, [B, M])`` when
-    ``random > 0``; with ``keep = 0`` this is GraphMAE's ``replace_rate`` draw for draw.
+    substitute get the hidden token's own position, a kept token is returned as is. The draws are
+    :func:`draw_replace_rule`'s; with ``keep = 0`` this is GraphMAE's ``replace_rate`` draw for draw.
 
     Shapes:
         tokens: ``[B, N, D]``; mask_token: ``[D]``; pos: ``[N, D]`` or ``[B, N, D]``
@@ -552,27 +582,20 @@ def apply_replace_rule(
     pos_full = pos.to(tokens.device, tokens.dtype).expand(b, n, d) if pos is not None else None
     token = mask_token if pos_full is None else mask_token.to(tokens.dtype) + pos_full
     out = apply_replace(tokens, mask, token)
-    hidden = mask.ids_masked  # [B, M]
-    kind = torch.zeros(hidden.shape, dtype=torch.int8, device=tokens.device)
+    kind, src = draw_replace_rule(mask, rule, b * n, generator, tokens.device)
     if not rule.draws:
         return out, kind
-    gen_dev = generator.device if generator is not None else tokens.device
-    u = torch.rand(hidden.shape, generator=generator, device=gen_dev).to(tokens.device)
-    is_random = u < rule.random
+    hidden = mask.ids_masked  # [B, M]
     idx = hidden.unsqueeze(-1).expand(-1, -1, d)
     new = torch.gather(out, 1, idx)
     if rule.keep > 0:
-        is_keep = (u >= rule.random) & (u < rule.random + rule.keep)
-        new = torch.where(is_keep.unsqueeze(-1), torch.gather(tokens, 1, idx), new)
-        kind = kind.masked_fill(is_keep, REPLACE_KEEP)
-    if rule.random > 0:
-        src = torch.randint(0, b * n, hidden.shape, generator=generator, device=gen_dev).to(tokens.device)
+        new = torch.where((kind == REPLACE_KEEP).unsqueeze(-1), torch.gather(tokens, 1, idx), new)
+    if src is not None:
         content = tokens if pos_full is None else tokens - pos_full
         noise = content.reshape(b * n, d).index_select(0, src.reshape(-1)).view(*src.shape, d)  # [B, M, D]
         if pos_full is not None:
             noise = noise + torch.gather(pos_full, 1, idx)
-        new = torch.where(is_random.unsqueeze(-1), noise, new)
-    kind = kind.masked_fill(is_random, REPLACE_RANDOM)
+        new = torch.where((kind == REPLACE_RANDOM).unsqueeze(-1), noise, new)
     return out.scatter(1, idx, new), kind
 
 
@@ -623,6 +646,7 @@ __all__ = [
     "SharedRandomMasking",
     "NodeMasking",
     "BlockMasking",
+    "draw_replace_rule",
     "GridMasking",
     "CoarseMasking",
     "TubeMasking",

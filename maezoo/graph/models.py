@@ -15,6 +15,8 @@ GraphMAE (Hou et al., KDD'22) details kept here:
     * Decoder: ``encoder_to_decoder`` linear (no bias), re-mask (hidden nodes' codes set to 0),
       then one GNN layer (GAT with ``out_heads`` heads or GIN) without activation. MLP/linear decoders
       (the paper's ablation) skip the re-mask, as GraphMAE does.
+    * Speed: GAT layers run on a cached CSR graph (:mod:`maezoo.graph.gat`, PyG ``GATConv``'s function and
+      parameters); each block's ``fast = False`` calls the PyG module instead (the reference path).
 """
 
 from __future__ import annotations
@@ -27,8 +29,19 @@ from torch import Tensor, nn
 
 from maezoo.core.losses import MaskedMSE, ScaledCosineError
 from maezoo.core.mae import MaskedAutoencoder
-from maezoo.core.masking import Mask, NodeMasking
+from maezoo.core.masking import REPLACE_MASK, REPLACE_RANDOM, Mask, NodeMasking
 from maezoo.core.ops import dropout
+from maezoo.graph.gat import (
+    CSRGraph,
+    aggregate,
+    csr_graph,
+    edge_softmax,
+    fits_gat_conv,
+    gat_attend,
+    gat_conv,
+    gat_weight,
+)
+from maezoo.graph.sparse_input import Replacement, replaced_input_linear
 from maezoo.graph.tokenizer import GraphNodeTokenizer
 from maezoo.registry import register
 
@@ -67,6 +80,23 @@ class GraphNorm(nn.Module):
         return self.norm(x)
 
 
+def replace_dense(tokens: Tensor, rep: Replacement) -> Tensor:
+    """The masked input ``rep`` describes, built densely (the reference for the sparse first layer).
+
+    Shapes: tokens ``[B, N, F]`` -> ``[B, N, F]``
+    """
+    b, n, f = tokens.shape
+    flat = tokens.reshape(b * n, f)
+    hidden = (rep.ids_masked + torch.arange(b, device=tokens.device).unsqueeze(1) * n).reshape(-1)
+    kind = rep.kind.reshape(-1)
+    rows = flat.index_select(0, hidden)
+    if rep.source is not None:
+        rnd = (kind == REPLACE_RANDOM).unsqueeze(-1)
+        rows = torch.where(rnd, flat.index_select(0, rep.source.reshape(-1).clamp(0, b * n - 1)), rows)
+    rows = torch.where((kind == REPLACE_MASK).unsqueeze(-1), rep.token.to(rows.dtype).expand_as(rows), rows)
+    return flat.index_copy(0, hidden, rows).view(b, n, f)
+
+
 def _flatten(tokens: Tensor, context: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor | None]:
     """``[B, N, D] -> [B*N, D]`` with edges (and batch vector) repeated for each of the ``B`` copies."""
     if context is None or "edge_index" not in context:
@@ -94,7 +124,11 @@ def graphmae_init_(conv: nn.Module) -> None:
 
 
 class GATBlock(nn.Module):
-    """dropout -> GATConv (concatenated heads, + residual) -> norm -> activation."""
+    """dropout -> GATConv (concatenated heads, + residual) -> norm -> activation.
+
+    ``fast`` (default): the GATConv is computed by :func:`maezoo.graph.gat.gat_conv` on the cached CSR graph
+    (the same function and parameters, faster); ``False`` calls the PyG module (the reference path).
+    """
 
     def __init__(self, in_dim, out_per_head, heads, feat_drop, attn_drop, negative_slope, residual, norm, activation):
         super().__init__()
@@ -106,17 +140,39 @@ class GATBlock(nn.Module):
         graphmae_init_(self.conv)
         self.norm = GraphNorm(norm, out_per_head * heads)
         self.act = make_activation(activation)
+        self.fast = True
 
     def forward(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Tensor:
         x = dropout(x, self.feat_drop, self.training)
-        return self.act(self.norm(self.conv(x, edge_index), batch))
+        if self.fast and fits_gat_conv(self.conv):
+            h = gat_conv(self.conv, x, csr_graph(edge_index, x.shape[0]))
+        else:
+            h = self.conv(x, edge_index)
+        return self.act(self.norm(h, batch))
+
+    def forward_replaced(self, tokens: Tensor, rep: Replacement, edge_index: Tensor,
+                         batch: Tensor | None = None) -> Tensor:
+        """The block on the masked input described by ``rep``, without building it
+        (:func:`~maezoo.graph.sparse_input.replaced_input_linear`).
+
+        Shapes: tokens ``[B, N, F]`` -> ``[B * N, out]``
+        """
+        z = replaced_input_linear(tokens, rep, gat_weight(self.conv), self.feat_drop, self.training)
+        return self.act(self.norm(gat_attend(self.conv, z, csr_graph(edge_index, z.shape[0])), batch))
 
 
 @register("encoder", "gat")
 class GATEncoder(nn.Module):
-    """GraphMAE's GAT encoder: ``num_layers`` GAT layers of ``heads`` concatenated heads, ``hidden`` wide."""
+    """GraphMAE's GAT encoder: ``num_layers`` GAT layers of ``heads`` concatenated heads, ``hidden`` wide.
+
+    Given ``context["replace"]`` (the core's replace-mode draw, :class:`~maezoo.graph.sparse_input.Replacement`)
+    and the unmasked tokens, the first layer computes its product on the masked input without building it
+    (sparse feature rows, one shared token row); otherwise it reads the masked tokens as they are.
+    """
 
     num_prefix_tokens = 0
+    #: asks the core (replace mode) for the unmasked tokens plus ``context["replace"]`` instead of masked tokens
+    consumes_replace = True
 
     def __init__(self, in_dim: int, hidden: int = 512, num_layers: int = 2, heads: int = 4, feat_drop: float = 0.2,
                  attn_drop: float = 0.1, negative_slope: float = 0.2, residual: bool = False, norm: str | None = None,
@@ -136,7 +192,14 @@ class GATEncoder(nn.Module):
     def forward(self, tokens: Tensor, context: dict[str, Any] | None = None) -> Tensor:
         b, n, _ = tokens.shape
         x, ei, batch = _flatten(tokens, context)
-        for blk in self.blocks:
+        blocks = list(self.blocks)
+        if context.get("replace") is not None:
+            first = blocks.pop(0)
+            if first.fast and fits_gat_conv(first.conv):
+                x = first.forward_replaced(tokens, Replacement.of(context["replace"]), ei, batch)
+            else:
+                x = first(replace_dense(tokens, Replacement.of(context["replace"])).reshape(b * n, -1), ei, batch)
+        for blk in blocks:
             x = blk(x, ei, batch)
         return x.view(b, n, -1)
 
@@ -187,37 +250,30 @@ class GINEncoder(nn.Module):
         return x.view(b, n, -1)
 
 
-def gat_project_last(conv: nn.Module, x: Tensor, edge_index: Tensor, rows: Tensor | None = None) -> Tensor:
-    """A one-head PyG ``GATConv`` (no residual) evaluated as ``W (sum_j a_ij x_j) + b``.
+def gat_project_last(conv: nn.Module, x: Tensor, graph: CSRGraph) -> Tensor:
+    """A one-head PyG ``GATConv`` (no residual) evaluated as ``W (sum_j a_ij x_j) + b`` on a CSR graph.
 
     ``GATConv`` computes ``sum_j a_ij (W x_j) + b``. With one head the projection ``W`` commutes with the
     attention-weighted sum, and the attention logits ``att_src . W x_j`` equal ``(W^T att_src) . x_j``, so
     aggregating in the input width (512 for GraphMAE's decoder) and projecting afterwards is the same
     function with the same parameters (``conv``'s own, so checkpoints stay ``GATConv``'s) and the same
     gradients, up to float rounding. For the decoder, whose output is the input-feature width (1,433 on
-    Cora), this moves the per-edge gather/multiply/scatter from 1,433 to 512 values per edge; with
-    ``rows`` only those rows are projected (the loss reads only the hidden nodes).
+    Cora), this moves the per-edge work from 1,433 to 512 values per edge; on a graph whose rows are a
+    subset of the nodes (:meth:`CSRGraph.rows_subset`, the hidden nodes) only those rows are projected.
 
     Shapes:
-        x: ``[N, in]``; edge_index: ``[2, E]`` (source, target); rows: ``[R]`` node ids or ``None``
-        returns: ``[R, out]`` (or ``[N, out]`` when ``rows`` is ``None``)
+        x: ``[N, in]``; graph: ``R`` rows over ``N`` nodes
+        returns: ``[R, out]``
     """
-    from torch_geometric.utils import scatter, softmax
-
     if conv.heads != 1 or conv.lin is None or getattr(conv, "res", None) is not None:
         raise ValueError("gat_project_last needs a one-head GATConv with a shared projection and no residual")
-    n = x.shape[0]
     w = conv.lin.weight  # [out, in]
-    a_src = conv.att_src.reshape(1, -1) @ w  # [1, in]
-    a_dst = conv.att_dst.reshape(1, -1) @ w
-    src, dst = edge_index[0], edge_index[1]
-    # index_select, not x[idx]: its backward is index_add_ rather than the much slower index_put_ (CPU)
-    logit = (x @ a_src.t()).squeeze(-1).index_select(0, src) + (x @ a_dst.t()).squeeze(-1).index_select(0, dst)  # [E]
-    alpha = softmax(F.leaky_relu(logit, conv.negative_slope), dst, num_nodes=n)
+    att = torch.cat([conv.att_src.reshape(1, -1), conv.att_dst.reshape(1, -1)]) @ w  # [2, in]
+    a = F.linear(x, att)  # [N, 2]
+    logits = a[:, 0].index_select(0, graph.col) + a[:, 1].index_select(0, graph.dst)
+    alpha = edge_softmax(F.leaky_relu(logits.float(), conv.negative_slope).unsqueeze(-1), graph)
     alpha = F.dropout(alpha, p=conv.dropout, training=conv.training)
-    agg = scatter(alpha.unsqueeze(-1) * x.index_select(0, src), dst, dim=0, dim_size=n, reduce="sum")  # [N, in]
-    if rows is not None:
-        agg = agg.index_select(0, rows)
+    agg = aggregate(alpha, x.unsqueeze(1), graph).reshape(graph.num_rows, -1)  # [R, in]
     return F.linear(agg, w, conv.bias)
 
 
@@ -239,6 +295,8 @@ class GNNDecoder(nn.Module):
         self.masked_only = masked_only
         #: one-head GAT evaluated as projection after aggregation (:func:`gat_project_last`); same function
         self.project_last = project_last
+        #: GAT on the cached CSR graph (:mod:`maezoo.graph.gat`); ``False``: the PyG module (reference path)
+        self.fast = True
         self.encoder_to_decoder = nn.Linear(in_dim, in_dim, bias=False)
         if conv == "gat":
             if out_dim % heads:
@@ -265,20 +323,30 @@ class GNNDecoder(nn.Module):
         x, ei, batch = _flatten(x, context)
         hidden = mask.mask.reshape(-1)
         restrict = self.masked_only and self.kind == "gat" and bool(hidden.any())
-        if restrict:
-            ei = ei[:, hidden[ei[1]]]
         x = dropout(x, self.feat_drop, self.training)
-        if self.kind == "gat" and self.project_last and self.conv.heads == 1:
-            if not restrict:
-                return gat_project_last(self.conv, x, ei).view(b, n, -1)
-            rows = hidden.nonzero().squeeze(-1)
-            out = gat_project_last(self.conv, x, ei, rows)  # [M, out]
-            full = (self.conv.bias.to(out.dtype).expand(b * n, -1) if self.conv.bias is not None
-                    else out.new_zeros(b * n, out.shape[-1]))
-            return full.index_copy(0, rows, out).view(b, n, -1)
         if self.kind == "gin":
             self.conv.nn.batch = batch
-        return self.conv(x, ei).view(b, n, -1)
+            return self.conv(x, ei).view(b, n, -1)
+        if self.fast and fits_gat_conv(self.conv):
+            graph = csr_graph(ei, b * n)
+            if restrict:
+                graph = graph.rows_subset(hidden)
+            if self.project_last and self.conv.heads == 1 and self.conv.res is None:
+                out = gat_project_last(self.conv, x, graph)
+            else:
+                out = gat_conv(self.conv, x, graph)
+        else:
+            out = self.conv(x, ei[:, hidden[ei[1]]] if restrict else ei)
+            if not restrict:
+                return out.view(b, n, -1)
+            out = out[hidden]
+        if not restrict:
+            return out.view(b, n, -1)
+        # messages reach only the hidden nodes; the visible rows hold the bias (no messages) and carry no meaning
+        rows = hidden.nonzero().squeeze(-1)
+        full = (self.conv.bias.to(out.dtype).expand(b * n, -1) if self.conv.bias is not None
+                else out.new_zeros(b * n, out.shape[-1]))
+        return full.index_copy(0, rows, out).view(b, n, -1)
 
 
 @register("decoder", "mlp")

@@ -42,7 +42,7 @@ from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from maezoo.core.attention import Attention, select_attention
+from maezoo.core.attention import select_attention
 from maezoo.core.decoder import TransformerDecoder
 from maezoo.core.encoder import _norm, init_mae_weights
 from maezoo.core.mae import MaskedAutoencoder
@@ -198,7 +198,7 @@ class ConvMAEEncoder(nn.Module):
         conv = [[MaskedConvBlock(d, mlp_ratio, kernel_size, dpr[sum(depths[:s]) + i]) for i in range(depths[s])]
                 for s, d in enumerate((d1, d2))]
         attn = [Block(d3, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[depths[0] + depths[1] + i],
-                      norm_layer=_norm, attn_layer=Attention) for i in range(depths[2])]
+                      norm_layer=_norm) for i in range(depths[2])]
         self.stages = nn.ModuleList([
             ConvMAEStage(conv[0]),
             ConvMAEStage(conv[1], PatchMerge(d1, d2, p2)),
