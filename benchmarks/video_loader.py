@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine_load import load_note  # benchmarks/machine_load.py, beside this script
 
 import maezoo  # noqa: F401  (registrations)
 from maezoo.video.data import VideoClips, scan_folder
@@ -75,19 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                           dict(num_frames=16, frame_stride=4, img_size=112, cache_size=128), min(args.samples, 20),
                           args.repeats))
     doc = {"benchmark": "video_loader", "threads": 1, "num_workers": 0, "loadavg_1min": os.getloadavg()[0],
-           "note": _load_note(), "rows": rows}
+           "note": load_note(), "rows": rows}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=2))
         print(f"wrote {args.out}")
     return 0
-
-
-def _load_note() -> str:
-    """What the 1-minute load average says about the run (measured, not assumed)."""
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    return (f"load average {load:.1f} on {cores} cores: other processes shared the machine" if load > cores
-            else f"load average {load:.1f} on {cores} cores: a quiet machine")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine_load import load_note  # benchmarks/machine_load.py, beside this script
 
 import maezoo
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "benchmark": "videomae_step", "device": str(device), "threads": args.threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(),
-        "loadavg_1min": os.getloadavg()[0], "note": _load_note(),
+        "loadavg_1min": os.getloadavg()[0], "note": load_note(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "maezoo": maezoo.__version__},
         "config": {**CFG, "img_size": args.size, "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup,
                    "optimizer": "torch.optim.AdamW(lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)",
@@ -138,13 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(doc, indent=2))
         print(f"wrote {args.out}")
     return 0
-
-
-def _load_note() -> str:
-    """What the 1-minute load average says about the run (measured, not assumed)."""
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    return (f"load average {load:.1f} on {cores} cores: other processes shared the machine" if load > cores
-            else f"load average {load:.1f} on {cores} cores: a quiet machine")
 
 
 if __name__ == "__main__":
