@@ -57,11 +57,20 @@ from maezoo.audio.frontend import (
     pad_or_crop,
 )
 from maezoo.config import data_root
-from maezoo.data.sources import SHARED_COPY_FIX, dataset_file_error, extract_tar, find_shared_data
+from maezoo.data.sources import (
+    SHARED_COPY_FIX,
+    dataset_file_error,
+    download_or_explain,
+    extract_archive,
+    extract_tar,
+    find_shared_data,
+)
 from maezoo.registry import register
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 FSDD_TAR = "fsdd/fsdd-recordings.tar"
+FSDD_VERSION = "1.0.10"
+FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v{FSDD_VERSION}.tar.gz"
 FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 _FBANK = FbankConfig()
 
@@ -312,10 +321,23 @@ def fsdd_folder(root: str | Path | None = None) -> Path:
             raise dataset_file_error(folder, f"incomplete FSDD folder: {exc}",
                                      "delete this folder and run again to extract it afresh") from exc
     tar = find_shared_data(FSDD_TAR)
-    if tar is None:
-        raise FileNotFoundError(f"FSDD not found under {folder} and no shared copy {FSDD_TAR}; put the recordings "
-                                f"in {folder}/recordings (github.com/Jakobovski/free-spoken-digit-dataset)")
-    return _fsdd_layout(extract_tar(tar, base, "fsdd", fix=SHARED_COPY_FIX))
+    if tar is not None:
+        return _fsdd_layout(extract_tar(tar, base, "fsdd", fix=SHARED_COPY_FIX))
+    return _download_fsdd(base, folder)
+
+
+def _download_fsdd(base: Path, folder: Path) -> Path:
+    """Fetch the FSDD release archive from GitHub and keep its ``recordings/`` as ``<base>/fsdd/recordings``."""
+    import urllib.request
+
+    base.mkdir(parents=True, exist_ok=True)
+    archive = base / f".fsdd-{FSDD_VERSION}.tar.gz"
+    download_or_explain("FSDD", folder / "recordings", FSDD_URL, lambda: urllib.request.urlretrieve(FSDD_URL, archive))
+    try:
+        return _fsdd_layout(extract_archive(archive, folder, "delete it and run again to download it afresh",
+                                            pick=lambda tmp: next(tmp.glob("*/recordings")).parent))
+    finally:
+        archive.unlink(missing_ok=True)
 
 
 def fsdd_splits(folder: Path, name: str) -> dict[str, list[Clip]]:

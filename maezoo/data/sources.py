@@ -37,6 +37,43 @@ class DatasetFileError(ValueError):
     """A dataset file or folder is unusable; the message names it, says what is wrong and how to fix it."""
 
 
+class DatasetMissingError(FileNotFoundError):
+    """A dataset is neither in the data root nor in a shared copy, and its download failed (or is not offered)."""
+
+
+def missing_dataset(name: str, expected: Path | str, url: str | None, exc: BaseException | None = None) -> DatasetMissingError:
+    """The one-line error for a dataset that is nowhere to be found: where it was looked for, the download that
+    was tried (and why it failed) and how to fix it (``MAEZOO_DATA``, a shared copy, or the network)."""
+    tried = f"; the download from {url} failed ({type(exc).__name__}: {exc})" if url and exc else ""
+    tried = tried or ("" if url else "; it has no automatic download")
+    root = os.environ.get("MAEZOO_DATA") or "(unset: ~/.cache/maezoo/data)"
+    return DatasetMissingError(
+        f"{name} not found at {expected} (data root MAEZOO_DATA={root}) nor in a shared/data copy "
+        f"(MAEZOO_SHARED_DATA){tried}. Fix: put the files at {expected}, set MAEZOO_DATA to a folder that holds "
+        "them, or run once with network access")
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a failed download: no network, DNS, refused connection, HTTP, time-out."""
+    import socket
+    import urllib.error
+
+    if isinstance(exc, urllib.error.URLError | socket.timeout | socket.gaierror | ConnectionError | TimeoutError):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_network_error(cause)
+
+
+def download_or_explain(name: str, expected: Path | str, url: str, fetch: Callable[[], object]) -> object:
+    """Run ``fetch()`` (a download); a network failure becomes :class:`DatasetMissingError` naming ``MAEZOO_DATA``."""
+    try:
+        return fetch()
+    except Exception as exc:
+        if is_network_error(exc):
+            raise missing_dataset(name, expected, url, exc) from None
+        raise
+
+
 def dataset_file_error(path: Path | str, problem: str, fix: str) -> DatasetFileError:
     """``DatasetFileError("<path>: <problem>. Fix: <fix>")``, on one line (``problem``'s whitespace is collapsed)."""
     return DatasetFileError(f"{path}: {' '.join(problem.split())}. Fix: {fix}")

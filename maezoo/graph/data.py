@@ -9,7 +9,8 @@ Where data comes from (first hit wins):
     3. otherwise PyG downloads them (users with a network; tests never reach this branch).
 
 A missing, empty, truncated or corrupt file raises ``DatasetFileError`` (a ``ValueError``) naming the file
-(or the archive it came from) and the fix; copied ``raw/`` and half-written ``processed/`` folders are removed.
+(or the archive it came from) and the fix; a copied ``raw/`` folder is removed. Only raw text files are parsed
+(PyG's readers, never its pickled ``processed/`` cache), so nothing in the data root is ever unpickled.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from maezoo.data.sources import (
     SHARED_COPY_FIX,
     DatasetFileError,
     dataset_file_error,
+    download_or_explain,
     extract_archive,
     shared_data_dirs,
 )
@@ -89,28 +91,34 @@ def _copy_raw(src: Path, dst: Path, names: list[str]) -> None:
     _copy_tree(src, dst)
 
 
-def _load_pyg(make: Callable[[], T], folder: Path, fresh_raw: bool,
-              diagnose: Callable[[Exception], DatasetFileError | None], retry: bool = True) -> T:
-    """``make()`` (a PyG dataset reading ``folder/raw`` and writing ``folder/processed``), cleaning up on failure.
+def _read_raw(read: Callable[[], T], raw: Path, fresh_raw: bool,
+              diagnose: Callable[[Exception], DatasetFileError | None]) -> T:
+    """``read()`` (PyG's parser of the raw text files in ``raw``), cleaning up and naming the bad file on failure.
 
-    On any error the (possibly half-written) ``processed/`` folder is removed, and so is ``raw/`` when this
-    call created it, so that the next attempt starts clean. Stale processed files from an earlier run are
-    rebuilt once from the raw files; otherwise ``diagnose(exc)`` names the bad raw file when it can (raised
-    as :class:`DatasetFileError`), else the original error propagates.
+    Only raw files are read: nothing is unpickled, so a file planted in the data root (PyG's ``processed/data.pt``,
+    which PyG retries with ``weights_only=False``) can never run code here. On an error the ``raw/`` folder is
+    removed when this call copied it, and ``diagnose(exc)`` names the bad raw file when it can.
     """
-    had_processed = (folder / "processed").exists()
     try:
-        return make()
+        return read()
     except Exception as exc:
-        shutil.rmtree(folder / "processed", ignore_errors=True)
-        if retry and had_processed and not fresh_raw:
-            return _load_pyg(make, folder, fresh_raw, diagnose, retry=False)
         err = diagnose(exc)
         if fresh_raw:
-            shutil.rmtree(folder / "raw", ignore_errors=True)
+            shutil.rmtree(raw, ignore_errors=True)
         if err is not None:
             raise err from exc
         raise
+
+
+def _download_raw(name: str, raw: Path, fetch: Callable[[Path], None], url: str) -> None:
+    """Download into a temporary folder beside ``raw`` and rename it into place; a network failure names MAEZOO_DATA."""
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=raw.parent, prefix=".raw.tmp-"))
+    try:
+        download_or_explain(name, raw, url, lambda: fetch(tmp))
+        tmp.replace(raw)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _where(raw_file: Path, origin: Path | None) -> str:
@@ -151,30 +159,44 @@ def load_planetoid(name: str = "Cora", root: str | Path | None = None, source: s
 
     (The tokenizer adds one self-loop per node, as GraphMAE's loader does.) A missing, empty or corrupt raw
     file raises :class:`DatasetFileError` naming it, and leaves no copied ``raw/`` or half-written
-    ``processed/`` folder behind.
+    folder behind.
     """
     import torch_geometric.transforms as T
-    from torch_geometric.datasets import Planetoid
+    from torch_geometric.io.planetoid import read_planetoid_data
     from torch_geometric.utils import remove_self_loops
 
     root = Path(root) if root is not None else data_root() / "planetoid"
     raw = root / name / "raw"
+    files = [f"ind.{name.lower()}.{part}" for part in PLANETOID_FILES]
     fresh = not raw.is_dir()
     origin: Path | None = None
     if fresh:
         origin = next(filter(None, (_planetoid_origin(c, name) for c in _source_dirs(source, "planetoid"))), None)
         if origin is not None:
-            _copy_raw(origin, raw, [f"ind.{name.lower()}.{part}" for part in PLANETOID_FILES])
+            _copy_raw(origin, raw, files)
         elif source is not None:
             raise FileNotFoundError(f"{source}: holds no {name}/raw/ folder with the Planetoid files; pass a "
                                     f"folder holding {name}/raw/ind.{name.lower()}.*, or no source to download")
-    transform = T.NormalizeFeatures() if normalize_features else None
-    ds = _load_pyg(lambda: Planetoid(str(root), name, transform=transform), root / name, fresh,
-                   lambda _exc: _planetoid_problem(raw, name, origin))
-    data = ds[0]
+        else:
+            _download_raw(name, raw, lambda tmp: _fetch_files(PLANETOID_URL, files, tmp), PLANETOID_URL)
+    data = _read_raw(lambda: read_planetoid_data(str(raw), name), raw, fresh,
+                     lambda _exc: _planetoid_problem(raw, name, origin))
+    if normalize_features:
+        data = T.NormalizeFeatures()(data)
     data.edge_index = remove_self_loops(data.edge_index)[0]
-    data.num_classes = int(ds.num_classes)
+    data.num_classes = int(data.y.max()) + 1
     return data
+
+
+PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data"
+TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets"
+
+
+def _fetch_files(base_url: str, files: list[str], into: Path) -> None:
+    import urllib.request
+
+    for f in files:
+        urllib.request.urlretrieve(f"{base_url}/{f}", into / f)
 
 
 def _tu_file_problem(folder: Path, name: str) -> tuple[Path, str] | None:
@@ -250,6 +272,34 @@ def _tu_problem(raw: Path, name: str, origin: Path | None, exc: Exception) -> Da
                               f"(PyG's TUDataset failed with {type(exc).__name__}: {exc})", fix)
 
 
+def _read_tu_graphs(raw: Path, name: str) -> list:
+    """The graphs of a TU set read from its raw text files, with TUDataset's defaults (continuous node and edge
+    attributes dropped, node and edge labels kept one-hot)."""
+    from torch_geometric.data import InMemoryDataset
+    from torch_geometric.io.tu import read_tu_data
+
+    data, slices, sizes = read_tu_data(str(raw), name)
+    if data.x is not None:
+        data.x = data.x[:, sizes["num_node_attributes"]:]
+    if data.edge_attr is not None:
+        data.edge_attr = data.edge_attr[:, sizes["num_edge_attributes"]:]
+    table = InMemoryDataset()
+    table.data, table.slices = data, slices
+    return [table.get(i) for i in range(table.len())]
+
+
+def _fetch_tu(url: str, name: str, into: Path) -> None:
+    import urllib.request
+
+    archive = into.parent / f".{name}.zip.part"
+    try:
+        urllib.request.urlretrieve(url, archive)
+        shutil.rmtree(into)
+        extract_tu_zip(archive, name, into, fix=f"delete {archive} and run again to download it afresh")
+    finally:
+        archive.unlink(missing_ok=True)
+
+
 def load_tu(name: str, root: str | Path | None = None, source: str | Path | None = None,
             max_degree: int = MAX_DEGREE) -> tuple[list, int, int]:
     """A TU dataset as a list of ``Data`` with features: ``(graphs, num_features, num_classes)``.
@@ -257,9 +307,6 @@ def load_tu(name: str, root: str | Path | None = None, source: str | Path | None
     Node labels one-hot (PyG's default ``x``) where the set has them, else one-hot degrees (IMDB-BINARY).
     A bad zip or raw file raises :class:`DatasetFileError` naming it, with nothing half-written left behind.
     """
-    from torch_geometric.datasets import TUDataset
-    from torch_geometric.utils import remove_self_loops
-
     root = Path(root) if root is not None else data_root() / "tu"
     raw = root / name / "raw"
     fresh = not raw.is_dir()
@@ -281,9 +328,11 @@ def load_tu(name: str, root: str | Path | None = None, source: str | Path | None
             if source is not None:
                 raise FileNotFoundError(f"{source}: holds neither {name}.zip nor {name}/raw/; pass a folder "
                                         "holding one of them, or no source to download")
-    ds = _load_pyg(lambda: TUDataset(str(root), name), root / name, fresh,
-                   lambda exc: _tu_problem(raw, name, origin, exc))
-    graphs = [ds[i] for i in range(len(ds))]
+            url = f"{TU_URL}/{name}.zip"
+            _download_raw(name, raw, lambda tmp, u=url: _fetch_tu(u, name, tmp), url)
+    from torch_geometric.utils import remove_self_loops
+
+    graphs = _read_raw(lambda: _read_tu_graphs(raw, name), raw, fresh, lambda exc: _tu_problem(raw, name, origin, exc))
     if any(g.x is None for g in graphs):
         width = degree_features(graphs, max_degree)
     else:

@@ -23,7 +23,7 @@ from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
 from maezoo.config import data_root
-from maezoo.data.sources import SHARED_COPY_FIX, dataset_file_error, extract_tar, find_shared_data
+from maezoo.data.sources import SHARED_COPY_FIX, dataset_file_error, download_or_explain, extract_tar, find_shared_data
 from maezoo.registry import register
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -123,7 +123,8 @@ def _download_cifar10_as_folder(base: Path) -> Path:
     try:
         for split, train in (("train", True), ("test", False)):
             try:
-                ds = datasets.CIFAR10(raw, train=train, download=True)
+                ds = download_or_explain("CIFAR-10", base / "cifar10", datasets.CIFAR10.url,
+                                         lambda t=train: datasets.CIFAR10(raw, train=t, download=True))
             except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
                 raise dataset_file_error(raw, f"the downloaded CIFAR-10 files are unusable ({exc})",
                                          "delete this folder and run again to download them afresh") from exc

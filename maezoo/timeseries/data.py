@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from maezoo.config import data_root
-from maezoo.data.sources import dataset_file_error, find_shared_data
+from maezoo.data.sources import dataset_file_error, download_or_explain, find_shared_data, missing_dataset
 from maezoo.registry import register
 
 Split = Literal["train", "val", "test"]
@@ -58,8 +58,28 @@ def resolve_path(path: str | Path) -> Path:
     for cand in (data_root() / p, find_shared_data(str(path))):
         if cand is not None and Path(cand).is_file():
             return Path(cand)
-    raise dataset_file_error(p, "no such file (looked here, under the data root and in shared/data)",
-                             f"put the table at {data_root() / p} or pass an absolute data.args.path")
+    url = DOWNLOADS.get(p.as_posix())
+    if url is None:
+        raise missing_dataset(f"the series table {path}", data_root() / p, None)
+    return _download(url, data_root() / p)
+
+
+#: official homes of the tables recipes name by their data-root path (users with a network get them once)
+DOWNLOADS = {f"ett/{n}.csv": f"https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/{n}.csv"
+             for n in ("ETTh1", "ETTh2", "ETTm1", "ETTm2")}
+
+
+def _download(url: str, dest: Path) -> Path:
+    import urllib.request
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        download_or_explain(dest.name, dest, url, lambda: urllib.request.urlretrieve(url, tmp))
+        tmp.replace(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
 
 
 @dataclass
