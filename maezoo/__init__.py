@@ -15,17 +15,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from maezoo import (
-    audio,  # noqa: E402,F401  (registers the audio modality: Audio-MAE)
-    core,  # noqa: E402  (registers core built-ins)
-    graph,  # noqa: E402,F401  (registers the graph modality; imports torch_geometric lazily)
-    image,  # noqa: E402,F401  (registers the image modality, MAE and ConvMAE)
-    registry,
-    systems,  # noqa: E402,F401  (registers the `mae` system)
-    timeseries,  # noqa: E402,F401  (registers the time-series modality: TSFormer, PatchTST)
-    video,  # noqa: E402,F401  (registers the video modality: VideoMAE)
-)
-from maezoo import eval as _eval  # noqa: E402,F401  (registers metrics, heads and protocols)
+import importlib
+
+#: the packages whose import registers maezoo's built-in components; imported on first use (by the registry's
+#: first lookup or an attribute access), so ``import maezoo`` and ``maezoo --help`` do not load torch
+BUILTIN_MODULES = ("core", "image", "video", "audio", "timeseries", "graph", "eval", "systems")
+
+
+def __getattr__(name: str) -> Any:
+    if name in BUILTIN_MODULES or name in ("registry", "config", "results", "runtime", "engine", "data", "bench"):
+        return importlib.import_module(f"maezoo.{name}")
+    raise AttributeError(f"module 'maezoo' has no attribute {name!r}")
+
+
+from maezoo import registry  # noqa: E402  (torch-free)
 from maezoo.registry import RegistryError, build, get, names, register
 
 

@@ -232,10 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # --help answers here, before torch is imported
     from maezoo.engine.trainer import BadDataError, NonFiniteLossError
 
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may come after options such as --run-dir
         if args.command in ("run", "demo") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides += extra

@@ -158,9 +158,22 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str)
         raise TypeError(f"{what} got unknown option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
 
 
+_BUILTINS_LOADED = False
+
+
 def _ensure_builtins() -> None:
-    # Importing the package registers built-ins; done lazily so `maezoo.registry` has no cycles.
-    import maezoo  # noqa: F401
+    """Import the packages that register maezoo's built-ins, once, on the first lookup (lazily, so that
+    ``import maezoo`` stays light and ``maezoo.registry`` has no import cycles)."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    import importlib
+
+    from maezoo import BUILTIN_MODULES
+
+    for mod in BUILTIN_MODULES:
+        importlib.import_module(f"maezoo.{mod}")
 
 
 def name_of(kind: str, obj: Any) -> str | None:
