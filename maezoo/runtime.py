@@ -120,24 +120,42 @@ def _cpu_times() -> tuple[float, float] | None:
     return idle, sum(vals)
 
 
+def _own_cpu_seconds() -> float | None:
+    """CPU seconds this process has used (every thread, OpenMP's spinning workers included)."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (float(fields[11]) + float(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def free_cores(sample_s: float = 0.2) -> int:
-    """Cores free to this process now: its affinity, less the cores other processes keep busy."""
+    """Cores free to this process now: its affinity, less the cores *other* processes keep busy.
+
+    The CPU time of this process itself during the sample (its OpenMP threads still spinning after the last
+    parallel op, a logging thread) is not counted as load: counting it made ``auto`` flip between 1 and 2
+    threads on a quiet 2-core machine.
+    """
     try:
         allowed = len(os.sched_getaffinity(0))
     except AttributeError:
         allowed = os.cpu_count() or 1
     total = os.cpu_count() or allowed
-    a = _cpu_times()
+    a, own_a = _cpu_times(), _own_cpu_seconds()
     if a is None:
         busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     else:
         time.sleep(sample_s)
-        b = _cpu_times()
+        b, own_b = _cpu_times(), _own_cpu_seconds()
         if b is None or b[1] <= a[1]:
             return allowed
         busy = total * (1.0 - (b[0] - a[0]) / (b[1] - a[1]))
+        if own_a is not None and own_b is not None:
+            elapsed = (b[1] - a[1]) / total / os.sysconf("SC_CLK_TCK")  # wall seconds the sample covered
+            busy -= (own_b - own_a) / max(elapsed, 1e-9)
     # a core counts as taken when another process keeps it more than half busy
-    return max(1, min(allowed, int(allowed - busy + 0.5)))
+    return max(1, min(allowed, int(allowed - max(busy, 0.0) + 0.5)))
 
 
 def resolve_threads(threads: int | str, num_params: int | None = None, device: torch.device | str = "cpu",
@@ -161,23 +179,31 @@ def resolve_threads(threads: int | str, num_params: int | None = None, device: t
         return 1
     if probe is None:
         return 1 if num_params is not None and num_params < SMALL_MODEL_PARAMS else free
-    timings = {n: time_threads(probe, n) for n in (1, free)}
+    timings = time_threads(probe, (1, free))
     return free if timings[free] < 0.9 * timings[1] else 1
 
 
-def time_threads(step: Callable[[], Any], threads: int, repeats: int = 3) -> float:
-    """Median seconds of ``step()`` with ``threads`` intra-op threads (after one warm-up call)."""
-    prev = set_threads(threads)
+def time_threads(step: Callable[[], Any], counts: tuple[int, ...], repeats: int = 5) -> dict[int, float]:
+    """Fastest seconds of ``step()`` for each intra-op thread count, timed interleaved after one warm-up each.
+
+    The minimum over interleaved repeats is what the step costs when nothing else interferes: a transient
+    load spike (a departing process) slows one repeat, not the choice.
+    """
+    prev = torch.get_num_threads()
+    best = dict.fromkeys(counts, float("inf"))
     try:
-        step()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+        for n in counts:
+            set_threads(n)
             step()
-            times.append(time.perf_counter() - t0)
+        for _ in range(repeats):
+            for n in counts:
+                set_threads(n)
+                t0 = time.perf_counter()
+                step()
+                best[n] = min(best[n], time.perf_counter() - t0)
     finally:
         set_threads(prev)
-    return sorted(times)[len(times) // 2]
+    return best
 
 
 def set_threads(n: int) -> int:

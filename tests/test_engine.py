@@ -146,9 +146,9 @@ def test_auto_precision_and_threads_are_chosen_and_reported(tmp_path, monkeypatc
     assert runtime.resolve_threads("auto", 10**9) == 1  # one core free: one thread, whatever the model
     monkeypatch.setattr(runtime, "free_cores", lambda sample_s=0.2: 2)
     slow_on_two = {1: 0.01, 2: 0.05}
-    monkeypatch.setattr(runtime, "time_threads", lambda step, n, repeats=3: slow_on_two[n])
+    monkeypatch.setattr(runtime, "time_threads", lambda step, counts, repeats=5: slow_on_two)
     assert runtime.resolve_threads("auto", 10**9, probe=lambda: None) == 1  # threads wait on each other
-    monkeypatch.setattr(runtime, "time_threads", lambda step, n, repeats=3: {1: 0.05, 2: 0.026}[n])
+    monkeypatch.setattr(runtime, "time_threads", lambda step, counts, repeats=5: {1: 0.05, 2: 0.026})
     assert runtime.resolve_threads("auto", 10, probe=lambda: None) == 2
     assert runtime.resolve_threads(3) == 3
     cfg = TrainerConfig(max_steps=2, batch_size=4, num_workers=0, progress=False, warmup_steps=0)
@@ -348,3 +348,34 @@ def test_resume_refuses_a_recipe_that_changed_since_the_run_started(tmp_path, ca
     err = capsys.readouterr().err
     assert "resolves differently" in err and "trainer.base_lr" in err
     assert json.loads((run / "pretrain_summary.json").read_text())["steps"] == 10  # nothing was continued
+
+
+def test_free_cores_does_not_count_this_process_as_load(monkeypatch):
+    """The run's own CPU use during the sample (OpenMP threads still spinning) is not another process's load."""
+    from maezoo import runtime
+
+    tick = os.sysconf("SC_CLK_TCK")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime.time, "sleep", lambda s: None)
+    # 0.2 s on 2 cores = 0.4 core-seconds of ticks; one core busy (idle 0.2 of 0.4) ...
+    stats = iter([(0.0, 0.0), (0.2 * tick, 0.4 * tick)])
+    monkeypatch.setattr(runtime, "_cpu_times", lambda: next(stats))
+    # ... and all of that busy time is this process's own
+    own = iter([10.0, 10.2])
+    monkeypatch.setattr(runtime, "_own_cpu_seconds", lambda: next(own))
+    assert runtime.free_cores() == 2
+    stats = iter([(0.0, 0.0), (0.2 * tick, 0.4 * tick)])
+    own = iter([10.0, 10.0])  # the busy core belongs to someone else
+    monkeypatch.setattr(runtime, "_cpu_times", lambda: next(stats))
+    monkeypatch.setattr(runtime, "_own_cpu_seconds", lambda: next(own))
+    assert runtime.free_cores() == 1
+
+
+def test_time_threads_takes_the_fastest_interleaved_repeat():
+    from maezoo import runtime
+
+    seen = []
+    out = runtime.time_threads(lambda: seen.append(torch.get_num_threads()), (1, 2), repeats=3)
+    assert set(out) == {1, 2} and all(t >= 0 for t in out.values())
+    assert seen == [1, 2, 1, 2, 1, 2, 1, 2]  # one warm-up each, then interleaved
