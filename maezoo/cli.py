@@ -35,15 +35,62 @@ def _default_run_dir(recipe: str) -> Path:
             raise ConfigError("with torchrun, pass --run-dir (every process must write to the same folder)")
         return Path("runs") / recipe.replace("/", "_") / f"ddp-{run_id}"
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / Path(recipe).with_suffix("").as_posix().replace("/", "_") / stamp
+    base = Path("runs") / Path(recipe).with_suffix("").as_posix().replace("/", "_") / stamp
+    rd, n = base, 1
+    while rd.exists():  # two runs started within the same second
+        rd, n = base.with_name(f"{stamp}-{n}"), n + 1
+    return rd
+
+
+#: what makes a folder a run's (or part of one): reusing it by accident would mix or overwrite them
+RUN_MARKERS = (RUN_META, "config.yaml", "checkpoints", "model.safetensors", "results.json", "metrics.jsonl")
+
+
+def _claim_run_dir(rd: Path, *, resume: bool, overwrite: bool, stage: str | None, checkpoint: Path | None) -> bool:
+    """Check that ``rd`` may be written; returns whether this call creates it (so a failure can remove it).
+
+    A folder that holds a run is refused unless this is ``maezoo resume``, ``--overwrite`` (which deletes it),
+    or a single-stage evaluation writing its ``results_<stage>.json`` beside the weights it reads.
+    """
+    if resume:
+        if not rd.is_dir():
+            raise ConfigError(f"nothing to resume: {rd} does not exist")
+        return False
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 checked and claimed it for every process
+        return False
+    held = [m for m in RUN_MARKERS if (rd / m).exists()]
+    evaluating_in_place = stage is not None and checkpoint is not None and checkpoint.resolve() == rd.resolve()
+    if held and not evaluating_in_place:
+        if not overwrite:
+            raise ConfigError(f"{rd} already holds a run ({', '.join(held)}); continue it with `maezoo resume {rd}`, "
+                              "choose another --run-dir, or pass --overwrite to delete it and start afresh")
+        import shutil
+
+        print(f"maezoo: --overwrite: deleting the run in {rd}", flush=True)
+        shutil.rmtree(rd)
+    created = not rd.exists()
+    rd.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _discard_if_empty(rd: Path) -> None:
+    """Remove a run folder this command created when it failed before writing anything worth keeping (weights,
+    checkpoints, results): a failed start leaves no orphan folder behind."""
+    import shutil
+
+    worth = [p for p in rd.rglob("*") if p.is_file() and (p.suffix == ".safetensors" or p.name.startswith("results"))]
+    if not worth and rd.is_dir():
+        shutil.rmtree(rd, ignore_errors=True)
+        if rd.parent.is_dir() and not any(rd.parent.iterdir()):
+            rd.parent.rmdir()
 
 
 def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool = False,
-            print_config: bool = False) -> int:
+            print_config: bool = False, quick: bool = False, overwrite: bool = False) -> int:
     from maezoo.engine.logging import write_provenance
     from maezoo.systems.runner import load_recipe, run_recipe
 
-    loaded = load_recipe(recipe, overrides)  # every variant validated before anything is written
+    loaded = load_recipe(recipe, overrides, quick=quick)  # every variant validated before anything is written
     if print_config:
         import yaml
 
@@ -51,23 +98,29 @@ def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool
             head = ("---\n" if i else "") + (f"# dataset: {v.label}\n" if v.label else "")
             print(head + yaml.safe_dump(doc, sort_keys=False), end="")
         return 0
+    _check_devices(loaded)
     rd = Path(run_dir) if run_dir else _default_run_dir(recipe)
     main = int(os.environ.get("RANK", "0")) == 0
-    if resume and not rd.is_dir():
-        raise ConfigError(f"nothing to resume: {rd} does not exist")
-    rd.mkdir(parents=True, exist_ok=True)
     resolved = loaded.resolved()
     config = resolved[0] if len(resolved) == 1 else {
         "variants": {v.label: d for v, d in zip(loaded.variants, resolved, strict=True)}}
     if resume:
-        _check_same_config(rd, config)
-    if main and not resume:
-        write_provenance(rd, config)
-        (rd / RUN_META).write_text(json.dumps({"recipe": recipe, "overrides": overrides}, indent=2))
-    if main:
-        print(f"maezoo: {recipe} ({loaded.system_name}) -> {rd}", flush=True)
-    t0 = time.perf_counter()
-    results = run_recipe(loaded, rd, resume=resume)
+        _check_same_config(Path(rd), config)
+    created = _claim_run_dir(rd, resume=resume, overwrite=overwrite, stage=loaded.stage, checkpoint=loaded.checkpoint)
+    try:
+        if main and not resume:
+            write_provenance(rd, config)
+            (rd / RUN_META).write_text(json.dumps({"recipe": recipe, "overrides": overrides, "quick": quick}, indent=2))
+        if main:
+            print(f"maezoo: {recipe} ({loaded.system_name}) -> {rd}", flush=True)
+            for change in loaded.quick_changes or []:
+                print(f"  --quick: {change}", flush=True)
+        t0 = time.perf_counter()
+        results = run_recipe(loaded, rd, resume=resume)
+    except BaseException:
+        if created and main:
+            _discard_if_empty(rd)
+        raise
     if main and results:
         from maezoo.results import write_results
 
@@ -75,7 +128,25 @@ def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool
         write_results(rd / name, results, recipe=recipe)
         print(_table(results))
         print(f"wrote {rd / name}  ({time.perf_counter() - t0:.1f}s)")
+        figures = sorted(p for p in rd.rglob("*.png") if "checkpoints" not in p.parts)
+        if figures:
+            print("figures: " + ", ".join(map(str, figures)))
     return 0
+
+
+def _check_devices(loaded) -> None:
+    """A device the recipe names must exist here (checked before any folder is made)."""
+    for v in loaded.variants:
+        name = str(getattr(getattr(v.cfg, "trainer", None), "device", "auto"))
+        if name == "auto" or name == "cpu":
+            continue
+        import torch
+
+        kind = name.split(":")[0]
+        ok = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(kind, lambda: True)()
+        if not ok:
+            raise ConfigError(f"trainer.device={name}, but this machine has no {kind.upper()} device torch can use; "
+                              "set trainer.device=auto (uses a GPU when there is one) or trainer.device=cpu")
 
 
 def _check_same_config(run_dir: Path, config: dict) -> None:
@@ -115,7 +186,7 @@ def cmd_resume(run_dir: str) -> int:
     if not meta.is_file():
         raise ConfigError(f"{rd} is not a maezoo run folder (no {RUN_META}); pass the folder `maezoo run` printed")
     m = json.loads(meta.read_text())
-    return cmd_run(m["recipe"], m["overrides"], str(rd), resume=True)
+    return cmd_run(m["recipe"], m["overrides"], str(rd), resume=True, quick=bool(m.get("quick")))
 
 
 def cmd_visualize(target: str, out: str | None, num: int, seed: int) -> int:
@@ -161,9 +232,10 @@ def cmd_list() -> int:
     return 0
 
 
-def cmd_demo(run_dir: str | None, overrides: list[str]) -> int:
+def cmd_demo(run_dir: str | None, overrides: list[str], quick: bool = False, overwrite: bool = False) -> int:
     t0 = time.perf_counter()
-    rc = cmd_run("image/mae_digits_demo", overrides, run_dir or str(_default_run_dir("demo")))
+    rc = cmd_run("image/mae_digits_demo", overrides, run_dir or str(_default_run_dir("demo")), quick=quick,
+                 overwrite=overwrite)
     print(f"demo finished in {time.perf_counter() - t0:.0f}s")
     return rc
 
@@ -206,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="key=value (e.g. trainer.max_steps=200, stage=linprobe checkpoint=DIR)")
     r.add_argument("--run-dir", default=None)
     r.add_argument("--print-config", action="store_true", help="print the fully resolved recipe (every default) and exit")
+    r.add_argument("--quick", action="store_true", help="every stage on the first dataset and seed, shrunk to about a "
+                                                         "minute (prints what it shrank)")
+    r.add_argument("--overwrite", action="store_true", help="delete what --run-dir holds and start afresh")
     s = sub.add_parser("resume", help="continue an interrupted run")
     s.add_argument("run_dir")
     v = sub.add_parser("visualize", help="reconstruction PNG of held-out samples")
@@ -228,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="small MAE on bundled digits, evaluated against random init (< 3 min)")
     d.add_argument("overrides", nargs="*")
     d.add_argument("--run-dir", default=None)
+    d.add_argument("--quick", action="store_true", help="a shorter demo (every stage shrunk)")
+    d.add_argument("--overwrite", action="store_true", help="delete what --run-dir holds and start afresh")
     return p
 
 
@@ -245,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return cmd_list()
         if args.command == "run":
-            return cmd_run(args.recipe, args.overrides, args.run_dir, print_config=args.print_config)
+            return cmd_run(args.recipe, args.overrides, args.run_dir, print_config=args.print_config, quick=args.quick,
+                           overwrite=args.overwrite)
         if args.command == "resume":
             return cmd_resume(args.run_dir)
         if args.command == "visualize":
@@ -256,9 +334,14 @@ def main(argv: list[str] | None = None) -> int:
             print(render_table(args.paths))
             return 0
         if args.command == "demo":
-            return cmd_demo(args.run_dir, args.overrides)
+            return cmd_demo(args.run_dir, args.overrides, quick=args.quick, overwrite=args.overwrite)
         if args.command == "bench":
             return cmd_bench(args)
+    except KeyboardInterrupt:
+        # Ctrl-C outside pre-training (which saves a checkpoint and exits by itself): one line, no traceback
+        print("maezoo: interrupted (Ctrl-C); a run's pre-training checkpoints are kept: `maezoo resume RUN_DIR` "
+              "continues it", file=sys.stderr)
+        return 130
     except (ConfigError, FileNotFoundError, KeyError, TypeError, ValueError, NonFiniteLossError, BadDataError,
             FloatingPointError) as exc:
         # user errors: one clear line, no traceback (set MAEZOO_DEBUG=1 for the trace)

@@ -39,6 +39,8 @@ class LoadedRecipe:
     variants: list[Variant]
     stage: str | None = None
     checkpoint: Path | None = None
+    #: what ``--quick`` shrank (empty for a full run)
+    quick_changes: list[str] | None = None
 
     def resolved(self) -> list[dict[str, Any]]:
         """The fully resolved recipe of each variant, every default included."""
@@ -56,8 +58,11 @@ def _asdict(cfg: Any) -> dict[str, Any]:
     return to_dict(cfg)
 
 
-def load_recipe(recipe: str, overrides: list[str]) -> LoadedRecipe:
-    """Read, override and validate a recipe (every dataset variant) before any work starts."""
+def load_recipe(recipe: str, overrides: list[str], quick: bool = False) -> LoadedRecipe:
+    """Read, override and validate a recipe (every dataset variant) before any work starts.
+
+    ``quick``: the first dataset and seed only, every stage shrunk (:mod:`maezoo.systems.quick`).
+    """
     path = resolve_recipe(recipe)
     raw = load_yaml(path)
     special: dict[str, str] = {}
@@ -99,7 +104,14 @@ def load_recipe(recipe: str, overrides: list[str]) -> LoadedRecipe:
     ckpt = Path(special["checkpoint"]) if special.get("checkpoint") else None
     if ckpt is not None and not ckpt.exists():
         raise ConfigError(f"checkpoint={ckpt} does not exist; pass a run folder, a checkpoint folder or a .safetensors file")
-    return LoadedRecipe(recipe, system_name, system_cls, variants, stage, ckpt)
+    changes = None
+    if quick:
+        from maezoo.systems.quick import shrink_config
+
+        changes = [f"datasets: {len(variants)} -> 1 ({variants[0].label})"] if len(variants) > 1 else []
+        cfg, more = shrink_config(variants[0].cfg)
+        variants, changes = [Variant(variants[0].label, cfg)], changes + more
+    return LoadedRecipe(recipe, system_name, system_cls, variants, stage, ckpt, changes)
 
 
 def _from_dict(system_cls: Any, raw: dict[str, Any]) -> Any:
