@@ -11,6 +11,7 @@ Shapes:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from maezoo.core.mae import Pool
+from maezoo.data.robust import RobustDataset, collate_skip_bad
 from maezoo.runtime import AmpDtype, autocast, model_device, resolve_amp_dtype, to_device  # noqa: F401  (re-exported)
 
 
@@ -37,13 +39,44 @@ def split_xy(batch: Any) -> tuple[Any, Any]:
 
 def make_loader(dataset: Any, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
                 drop_last: bool | None = None) -> Any:
-    """A DataLoader using the dataset's own ``collate_fn`` when it has one (graphs)."""
+    """A DataLoader using the dataset's own ``collate_fn`` when it has one (graphs).
+
+    A sample that fails to load (a corrupt file) is skipped and counted, as in pre-training: the loader's
+    ``skipped`` tells how many, over every worker; the first few are warned about by name.
+    """
     from torch.utils.data import DataLoader
 
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=num_workers,
-                      drop_last=shuffle if drop_last is None else drop_last,
-                      collate_fn=getattr(dataset, "collate_fn", None))
+    counter = _shared_counter()
+    collate = functools.partial(_collate_counting, collate=getattr(dataset, "collate_fn", None), counter=counter)
+    loader = DataLoader(RobustDataset(dataset), batch_size=batch_size, shuffle=shuffle, generator=g,
+                        num_workers=num_workers, drop_last=shuffle if drop_last is None else drop_last,
+                        collate_fn=collate)
+    loader.skipped_counter = counter  # type: ignore[attr-defined]
+    return loader
+
+
+def _shared_counter() -> Any:
+    import multiprocessing as mp
+
+    return mp.Value("i", 0)
+
+
+def _collate_counting(batch: list[Any], collate: Any, counter: Any) -> Any:
+    good, bad = collate_skip_bad(batch, collate)
+    if bad:
+        with counter.get_lock():
+            counter.value += bad
+    if good is None:
+        raise ValueError(f"every sample of a batch of {len(batch)} failed to load; check the dataset files (the "
+                         "warnings above name the first ones)")
+    return good
+
+
+def skipped_samples(loader: Any) -> int:
+    """How many samples ``loader`` (from :func:`make_loader`) has skipped as unloadable so far."""
+    counter = getattr(loader, "skipped_counter", None)
+    return int(counter.value) if counter is not None else 0
 
 
 @torch.no_grad()
@@ -108,6 +141,8 @@ def extract_features(
         model.train(was_training)
     if not feats:
         raise ValueError("extract_features: the loader yielded no batches")
+    if skipped_samples(loader):
+        print(f"features: skipped {skipped_samples(loader)} sample(s) that failed to load", flush=True)
     features, targets = torch.cat(feats), torch.cat(labels)
     if max_samples is not None:
         features, targets = features[:max_samples], targets[:max_samples]
