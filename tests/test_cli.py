@@ -91,3 +91,20 @@ def test_quick_takes_the_first_dataset_and_seed() -> None:
     assert quick.variants[0].label == full.variants[0].label
     assert len(quick.variants[0].cfg.seeds) == 1 and quick.variants[0].cfg.trainer.max_steps == 20
     assert quick.quick_changes and quick.quick_changes[0].startswith("datasets:")
+
+
+def test_csv_without_the_recipes_columns_is_refused(tmp_path: Path, capsys) -> None:
+    """An ETT table missing its OT column must not train on 6 channels still called ETTh1."""
+    from maezoo.data.sources import find_shared_data
+
+    src = find_shared_data("ett/ETTh1.csv")
+    if src is None:
+        pytest.skip("needs shared/data/ett")
+    lines = src.read_text().splitlines()[:800]
+    cut = tmp_path / "no_ot.csv"
+    cut.write_text("\n".join(",".join(line.split(",")[:-1]) for line in lines) + "\n")  # OT is the last column
+    rd = tmp_path / "run"
+    rc = main(["run", "timeseries/patchtst_etth1", f"data.args.path={cut}", "--run-dir", str(rd)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no column(s) ['OT']" in err and "no_ot.csv" in err
+    assert not rd.exists()
