@@ -256,6 +256,11 @@ def test_bad_files_are_skipped_and_counted_with_a_clear_message(tmp_path, monkey
     assert any(c.path.name == "stereo48k.wav" for c in ds.clips)
     test = maezoo.build("dataset", "audio_folder", split="test", transform="eval", root=str(root), target_frames=32)
     assert sorted(test.targets) == [0, 1] and test.classes == ["no", "yes"]
+    # the minimum follows the model's time patch: an 8-frame patch keeps the 8-frame clip
+    with pytest.warns(UserWarning, match=r"skipped 4 of 10 clips"):
+        ds8 = maezoo.build("dataset", "audio_folder", split="train", transform="eval", root=str(root), target_frames=32,
+                           patch_frames=8)
+    assert "too_short" not in ds8.skipped and any(c.path.name == "short.wav" for c in ds8.clips)
 
 
 def write_json_lists(tmp_path: Path, multilabel: bool) -> dict[str, str]:

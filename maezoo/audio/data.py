@@ -365,18 +365,20 @@ def fsdd_splits(folder: Path, name: str) -> dict[str, list[Clip]]:
 def fsdd(split: str = "train", transform: str = "eval", name: str = "fsdd-official", target_frames: int = 64,
          mel_bins: int = 128, root: str | None = None, norm_stats: list[float] | None = None, freqm: int = 0,
          timem: int = 0, time_shift: int = 0, mixup: float = 0.0, pad: str = "zero",
-         clip_norm: bool = False) -> AudioClips:
+         clip_norm: bool = False,
+         patch_frames: int = 16) -> AudioClips:
     """Free Spoken Digit Dataset: 10 digits, 6 speakers x 50 takes, 8 kHz (resampled to 16 kHz).
 
     ``name``: ``fsdd-official`` (takes 0-4 test, 5-49 train) or ``fsdd-loso-<speaker>`` (that speaker's 500
     clips are the test set). ``freqm``/``timem``/``time_shift``/``mixup``: fine-tuning augmentations
     (``time_shift`` also while pre-training). ``pad``: ``zero`` (Audio-MAE) or ``repeat`` (tile short clips).
-    ``clip_norm``: per-clip mean normalisation (:func:`clip_mean_norm`).
+    ``clip_norm``: per-clip mean normalisation (:func:`clip_mean_norm`). ``patch_frames``: the model's time
+    patch; clips shorter than one patch are skipped and counted (set it to the model's ``patch_size[0]``).
     """
     splits = fsdd_splits(fsdd_folder(root), name)
     return build_clips(splits, split, transform, [str(d) for d in range(10)], target_frames=target_frames,
                        mel_bins=mel_bins, norm_stats=norm_stats, freqm=freqm, timem=timem, time_shift=time_shift,
-                       mixup=mixup, pad=pad, clip_norm=clip_norm, what=name)
+                       mixup=mixup, pad=pad, clip_norm=clip_norm, patch_frames=patch_frames, what=name)
 
 
 # -- user data: folders and AST JSON lists -----------------------------------------------------------------
@@ -419,7 +421,8 @@ def folder_splits(root: Path) -> tuple[dict[str, list[Clip]], list[str]]:
 @register("dataset", "audio_folder")
 def audio_folder(split: str = "train", transform: str = "eval", root: str = "", target_frames: int = 128,
                  mel_bins: int = 128, norm_stats: list[float] | None = None, freqm: int = 0, timem: int = 0,
-                 time_shift: int = 0, mixup: float = 0.0, pad: str = "zero", clip_norm: bool = False) -> AudioClips:
+                 time_shift: int = 0, mixup: float = 0.0, pad: str = "zero", clip_norm: bool = False,
+                 patch_frames: int = 16) -> AudioClips:
     """Clips in class folders: ``root/<class>/*.wav`` split by Speech Commands' ``testing_list.txt`` and
     ``validation_list.txt`` (paths relative to ``root``; the rest is ``train``), or ``root/{train,val,test}/<class>/``.
     """
@@ -428,7 +431,7 @@ def audio_folder(split: str = "train", transform: str = "eval", root: str = "", 
     splits, classes = folder_splits(Path(root).expanduser())
     return build_clips(splits, split, transform, classes, target_frames=target_frames, mel_bins=mel_bins,
                        norm_stats=norm_stats, freqm=freqm, timem=timem, time_shift=time_shift, mixup=mixup,
-                       pad=pad, clip_norm=clip_norm, what=f"audio folder {root}")
+                       pad=pad, clip_norm=clip_norm, patch_frames=patch_frames, what=f"audio folder {root}")
 
 
 def read_label_csv(path: Path) -> dict[str, int]:
@@ -463,7 +466,7 @@ def audio_json(split: str = "train", transform: str = "eval", train: str = "", t
                label_csv: str = "", target_frames: int = 1024, mel_bins: int = 128,
                norm_stats: list[float] | None = None, freqm: int = 0, timem: int = 0, time_shift: int = 0,
                mixup: float = 0.0, multilabel: bool | None = None, pad: str = "zero",
-               clip_norm: bool = False) -> AudioClips:
+               clip_norm: bool = False, patch_frames: int = 16) -> AudioClips:
     """AST/Audio-MAE data lists (``train``/``test``/``val`` JSON files) with ``label_csv``.
 
     ``multilabel``: None decides from the data (any clip with several labels -> multi-hot ``[C]`` float targets,
@@ -487,4 +490,5 @@ def audio_json(split: str = "train", transform: str = "eval", train: str = "", t
     classes = [m for m, _ in sorted(index.items(), key=lambda kv: kv[1])]
     return build_clips(splits, split, transform, classes, target_frames=target_frames, mel_bins=mel_bins,
                        norm_stats=norm_stats, freqm=freqm, timem=timem, time_shift=time_shift, mixup=mixup,
-                       multilabel=multi, pad=pad, clip_norm=clip_norm, what=f"audio list {files.get(split)}")
+                       multilabel=multi, pad=pad, clip_norm=clip_norm, patch_frames=patch_frames,
+                       what=f"audio list {files.get(split)}")
