@@ -11,7 +11,10 @@ Layout of a run folder::
       checkpoints/latest                # name of the newest complete checkpoint
 
 A checkpoint folder is written under a temporary name and renamed into place, then ``latest`` is
-replaced atomically, so a SIGKILL leaves either the previous or the new checkpoint, never half of one.
+replaced atomically, so a SIGKILL leaves either the previous or the new checkpoint, never half of one; the
+temporary files such a kill leaves behind are removed when the next run starts (:func:`remove_temporaries`).
+Pruning goes by step number and looks only at steps up to the one just written: step folders of a longer
+earlier run in the same folder are never taken for newer ones, and ``latest`` always names a folder that exists.
 Loading never unpickles arbitrary objects: weights come from safetensors and ``state.pt`` is read
 with ``torch.load(weights_only=True)``.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,37 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 CKPT_DIR = "checkpoints"
+#: ``.NAME.tmp<pid>``: what an atomic write leaves behind when its process is killed mid-write
+_TEMP = re.compile(r"^\..+\.tmp\d+$")
+_STEP = re.compile(r"^step_(\d+)$")
+
+
+def step_of(folder: Path) -> int | None:
+    """The step of a checkpoint folder named ``step_<n>``, else ``None``."""
+    m = _STEP.match(folder.name)
+    return int(m.group(1)) if m else None
+
+
+def remove_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the ``.NAME.tmp<pid>`` files and folders a killed process left in ``run_dir`` and its checkpoints.
+
+    Call it when a run starts or resumes, before anything is written; returns what was removed.
+    """
+    run_dir = Path(run_dir)
+    folders = [run_dir, run_dir / CKPT_DIR, *(p for p in (run_dir / CKPT_DIR).glob("step_*") if p.is_dir())]
+    removed = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if not _TEMP.match(p.name):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -89,7 +124,11 @@ def resolve_weights(path: Path) -> Path:
 def save_checkpoint(
     run_dir: Path, step: int, model: nn.Module, build_spec: dict[str, Any], state: dict[str, Any], keep_last: int = 2
 ) -> Path:
-    """Atomically write the full training state for ``step`` and prune to the newest ``keep_last``."""
+    """Atomically write the full training state for ``step`` and prune to the newest ``keep_last``.
+
+    Pruning counts only checkpoints up to ``step`` (by step number, the one just written included), so it
+    never removes the new checkpoint, whatever other ``step_*`` folders the run folder holds.
+    """
     root = run_dir / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
@@ -102,10 +141,22 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.replace(tmp, final)
     _atomic_write_text(root / "latest", name)
-    done = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in done[: max(0, len(done) - max(1, keep_last))]:
+    for old in _by_step(root, upto=step)[max(1, keep_last):]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _by_step(root: Path, upto: int | None = None, complete: bool = False) -> list[Path]:
+    """``step_<n>`` folders under ``root``, newest step first, only those with ``n <= upto`` when given."""
+    found = []
+    for p in root.glob("step_*"):
+        n = step_of(p)
+        if n is None or not p.is_dir() or (upto is not None and n > upto):
+            continue
+        if complete and not (p / "state.pt").is_file():
+            continue
+        found.append((n, p))
+    return [p for _, p in sorted(found, key=lambda t: t[0], reverse=True)]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -115,16 +166,18 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint folders that hold a training state, newest first (``latest`` first when it names one)."""
+    """Checkpoint folders that hold a training state, newest first.
+
+    When ``latest`` names a complete checkpoint, it comes first and only those of lower steps follow it: a
+    folder of a higher step is a leftover of another (longer) run in the same folder, not this run's history.
+    """
     root = Path(run_dir) / CKPT_DIR
-    done = sorted((p for p in root.glob("step_*") if (p / "state.pt").is_file()), reverse=True)
     marker = root / "latest"
-    if marker.is_file():
-        named = root / marker.read_text().strip()
-        if named in done:
-            done.remove(named)
-            done.insert(0, named)
-    return done
+    named = root / marker.read_text().strip() if marker.is_file() else None
+    n = step_of(named) if named is not None else None
+    if named is None or n is None or not (named / "state.pt").is_file():
+        return _by_step(root, complete=True)
+    return [named, *(p for p in _by_step(root, upto=n, complete=True) if p != named)]
 
 
 def load_latest_valid(run_dir: Path, model: nn.Module) -> tuple[Path, dict[str, Any]]:

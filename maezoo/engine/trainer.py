@@ -16,7 +16,9 @@ What it guarantees:
     * DDP under ``torchrun`` (NCCL or gloo), identical weights on every rank.
     * Exact resume: every random choice of step ``s`` (masks, drop path, augmentation of each sample) is
       seeded from ``(seed, s, rank)`` and the sample index, so a run resumed from any checkpoint ends with
-      bit-identical weights to one that never stopped. SIGTERM writes a checkpoint, then exits. A damaged
+      bit-identical weights to one that never stopped. SIGTERM or SIGINT (to the main process or the whole
+      process group, DataLoader workers included: they ignore both) ends the current step, writes a checkpoint,
+      prints one line and raises :class:`Interrupted` (exit code 143 or 130). A damaged
       newest checkpoint is reported and the previous complete one used; ``metrics.jsonl`` is cut back to the
       checkpoint's step, so no step is logged twice.
     * Corrupt samples are skipped and counted; the run stops only past ``max_bad_fraction``.
@@ -34,6 +36,7 @@ import functools
 import math
 import random
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -145,6 +148,34 @@ class BadDataError(RuntimeError):
     pass
 
 
+class Interrupted(SystemExit):
+    """Pre-training stopped by SIGTERM or SIGINT after writing a checkpoint at ``step``.
+
+    A ``SystemExit`` whose code is the shell's ``128 + signal`` (143 for SIGTERM, 130 for SIGINT): left uncaught it
+    ends the process with that code and no traceback.
+    """
+
+    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+
+    @property
+    def message(self) -> str:
+        return (f"interrupted by {signal.Signals(self.signum).name} at step {self.step}: checkpoint written; "
+                f"continue with `maezoo resume {self.run_dir}`")
+
+
+#: the signals that stop pre-training with a checkpoint
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:  # noqa: ARG001
+    """DataLoader ``worker_init_fn``: a worker ignores SIGTERM/SIGINT sent to the whole process group, so the main
+    process can finish its step and write the checkpoint with the workers still serving it."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return torch.autocast(device.type, enabled=False)
@@ -235,7 +266,7 @@ def _set_rng_state(st: dict[str, Any]) -> None:
 class Trainer:
     def __init__(self, cfg: TrainerConfig, seed: int = 0) -> None:
         self.cfg, self.seed = cfg, seed
-        self._sigterm = False
+        self._signal: int | None = None
         self.precision, self.threads = "fp32", torch.get_num_threads()
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -248,10 +279,11 @@ class Trainer:
         return DataLoader(
             RobustDataset(dataset), batch_sampler=sampler, num_workers=nw, collate_fn=collate,
             pin_memory=self.device.type == "cuda", persistent_workers=nw > 0, prefetch_factor=4 if nw > 0 else None,
+            worker_init_fn=ignore_stop_signals if nw > 0 else None,
         )
 
-    def _on_sigterm(self, signum, frame) -> None:  # noqa: ARG002
-        self._sigterm = True
+    def _on_signal(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        self._signal = signum
 
     def plan(self, dataset_len: int, world_size: int = 1) -> tuple[int, int, int]:
         """``(total steps, steps per epoch, warm-up steps)`` of a run over ``dataset_len`` samples."""
@@ -328,6 +360,8 @@ class Trainer:
         cfg, run_dir = self.cfg, Path(run_dir)
         device = self.configure(model, dataset, input_fn)
         info = init_distributed(device)
+        if info.is_main:
+            ckpt.remove_temporaries(run_dir)
         model = model.to(device)
         eff_batch = cfg.batch_size * cfg.accum_steps * info.world_size
         total, steps_per_epoch, warmup = self.plan(len(dataset), info.world_size)  # type: ignore[arg-type]
@@ -375,7 +409,8 @@ class Trainer:
             print(f"pre-training: {length}, batch {eff_batch}, lr {peak_lr:.3g}, device {device}, precision "
                   f"{self.precision} ({cfg.precision}), threads {self.threads} ({cfg.threads})", flush=True)
         progress = Progress(total, start_step, cfg.progress and info.is_main, cfg.log_every)
-        old_handler = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        self._signal = None
+        old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS} if _main_thread() else {}
         t_start = time.perf_counter()
 
         def save(step: int) -> None:
@@ -397,6 +432,7 @@ class Trainer:
         after_step = getattr(model, "after_optimizer_step", None)
         wait_total, loss_val, lr, step, done_here = 0.0, float("nan"), peak_lr, start_step, 0
         win_t, win_samples = time.perf_counter(), 0
+        interrupted: Interrupted | None = None
         try:
             while step < total:
                 lr = schedule_lr(cfg.schedule, step, total, peak_lr, warmup, cfg.min_lr, steps_per_epoch)
@@ -471,18 +507,23 @@ class Trainer:
                         logger.log(step, extra)
                 if step % cfg.ckpt_every == 0 or step == total:
                     save(step)
-                if self._sigterm:
+                if self._signal is not None:
                     if step % cfg.ckpt_every and step != total:
                         save(step)
-                    print(f"SIGTERM: checkpoint written at step {step}; continue with `maezoo resume {run_dir}`", flush=True)
-                    raise SystemExit(143)
+                    interrupted = Interrupted(self._signal, step, run_dir)
+                    break
                 if cfg.stop_after and done_here >= cfg.stop_after:
                     break
         finally:
+            _shut_down(it)
             progress.close()
             logger.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGTERM, old_handler)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        if interrupted is not None:
+            if info.is_main:
+                print(interrupted.message, file=sys.stderr, flush=True)
+            raise interrupted
         wall = time.perf_counter() - t_start
         if step == total and info.is_main:
             ckpt.save_model(model, run_dir, build_spec)
@@ -508,10 +549,19 @@ class Trainer:
             )
 
 
+def _shut_down(it: Iterator[Any]) -> None:
+    """Stop a loader iterator's workers now. Workers ignore SIGTERM, so they must be stopped through the loader
+    (torch's ``_shutdown_workers``) before the process exits: an exception's traceback would otherwise keep the
+    iterator alive until multiprocessing's exit hook, whose SIGTERM they ignore."""
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if callable(shutdown):
+        shutdown()
+
+
 def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
 
 
-__all__ = ["BadDataError", "NonFiniteLossError", "StepBatchSampler", "Trainer", "TrainerConfig", "TrainSummary", "num_samples"]
+__all__ = ["BadDataError", "Interrupted", "NonFiniteLossError", "StepBatchSampler", "Trainer", "TrainerConfig", "TrainSummary", "num_samples"]
