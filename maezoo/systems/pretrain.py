@@ -292,6 +292,8 @@ class PretrainSystem:
         try:
             viz = get("visualizer", tok_name or "")
         except KeyError:
+            print(f"no figure: no visualizer is registered for tokenizer {tok_name!r} (group maezoo.visualizers; "
+                  "set visualize=0 to skip this note)", flush=True)
             return None
         path = path.with_name(getattr(viz, "filename", path.name))
         test = self._dataset(cfg, "test", "eval")
