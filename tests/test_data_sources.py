@@ -1,4 +1,4 @@
-"""Graph datasets never let a library unpickle a file from the data root (a planted file must not run code)."""
+"""Datasets: nothing in the data root is ever unpickled, and a missing dataset without a network names MAEZOO_DATA."""
 
 from __future__ import annotations
 
@@ -72,3 +72,21 @@ def test_missing_graph_without_network_names_maezoo_data(tmp_path: Path, monkeyp
     assert not (tmp_path / "planetoid" / "Cora" / "raw").exists()
     with pytest.raises(DatasetMissingError, match="MUTAG.zip"):
         gdata.load_tu("MUTAG", root=tmp_path / "tu")
+
+
+def test_missing_cifar10_without_network_names_maezoo_data(tmp_path: Path, monkeypatch) -> None:
+    import urllib.error
+
+    from maezoo.data.sources import DatasetMissingError
+    from maezoo.image import data as idata
+
+    def offline(*a, **k):
+        raise RuntimeError("download failed") from urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(idata.datasets, "CIFAR10", type("Offline", (), {"url": "https://www.cs.toronto.edu/x.tar.gz",
+                                                                       "__init__": offline}))
+    monkeypatch.setattr(idata, "find_shared_data", lambda rel: None)
+    with pytest.raises(DatasetMissingError, match="MAEZOO_DATA") as err:
+        idata.cifar10_folder(tmp_path)
+    assert "cs.toronto.edu" in str(err.value) and str(tmp_path / "cifar10") in str(err.value)
+    assert not any(p.name.startswith(".cifar10.tmp") for p in tmp_path.iterdir())
