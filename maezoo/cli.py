@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="small MAE on bundled digits, evaluated against random init (< 3 min)")
     d.add_argument("overrides", nargs="*")
     d.add_argument("--run-dir", default=None)
+    from maezoo.hub.cli import add_parser as add_hub_parser
+
+    add_hub_parser(sub)  # maezoo convert, maezoo zoo
     return p
 
 
@@ -259,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args.run_dir, args.overrides)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command in ("convert", "zoo"):
+            from maezoo.hub.cli import main as hub_main
+
+            return hub_main(args)
     except (ConfigError, FileNotFoundError, KeyError, TypeError, ValueError, NonFiniteLossError, BadDataError,
             FloatingPointError) as exc:
         # user errors: one clear line, no traceback (set MAEZOO_DEBUG=1 for the trace)
