@@ -31,6 +31,7 @@ BLOCK = {"norm1": ("layernorm_before", "layernorm_before"), "norm2": ("layernorm
          "mlp.fc2": ("output.dense", "mlp.fc2")}
 QKV = (("attention.attention.query", "attention.attention.key", "attention.attention.value"),
        ("attention.q_proj", "attention.k_proj", "attention.v_proj"))
+DECODER_PREFIXES = ("decoder.decoder_layers.", "decoder.decoder_encoder.layer.")
 PATCH_KEY = "embeddings.patch_embeddings.projection.weight"
 
 
@@ -44,15 +45,14 @@ def to_pivot(ckpt: Checkpoint) -> Pivot:
     s = dict(ckpt.state)
     if ("vit." + PATCH_KEY) in s:
         s = {k[4:] if k.startswith("vit.") else k: v for k, v in s.items()}
-    style = 1 if any(re.match(r"layers\.\d+\.", k) for k in s) else 0
-    enc_prefix = ("encoder.layer.", "layers.")[style]
+    enc_prefix = "layers." if any(re.match(r"layers\.\d+\.", k) for k in s) else "encoder.layer."
     out = {"cls_token": s.pop("embeddings.cls_token"),
            "patch_embed.proj.weight": s.pop(PATCH_KEY),
            "patch_embed.proj.bias": s.pop("embeddings.patch_embeddings.projection.bias"),
            "norm.weight": s.pop("layernorm.weight"), "norm.bias": s.pop("layernorm.bias")}
     if "embeddings.position_embeddings" in s:
         out["pos_embed"] = s.pop("embeddings.position_embeddings")
-    _blocks_in(s, enc_prefix, "blocks.", style, out, ckpt.path)
+    _blocks_in(s, enc_prefix, "blocks.", out, ckpt.path)
     if "decoder.decoder_embed.weight" in s:
         for src, dst in (("decoder_embed", "decoder_embed"), ("decoder_norm", "decoder_norm"), ("decoder_pred", "decoder_pred")):
             for t in ("weight", "bias"):
@@ -60,7 +60,9 @@ def to_pivot(ckpt: Checkpoint) -> Pivot:
         out["mask_token"] = s.pop("decoder.mask_token")
         if "decoder.decoder_pos_embed" in s:
             out["decoder_pos_embed"] = s.pop("decoder.decoder_pos_embed")
-        _blocks_in(s, "decoder.decoder_layers.", "decoder_blocks.", style, out, ckpt.path)
+        # transformers 5 saves the decoder layers as ``decoder_encoder.layer`` (its reverse renaming)
+        dec_prefix = next((p for p in DECODER_PREFIXES if f"{p}0.layernorm_before.weight" in s), DECODER_PREFIXES[0])
+        _blocks_in(s, dec_prefix, "decoder_blocks.", out, ckpt.path)
     out.update(s)  # whatever is left: the pivot mapping reports it (a classifier head is ignored, others refused)
     cfg = ckpt.config or {}
     if cfg.get("hidden_act", "gelu") != "gelu" or cfg.get("qkv_bias", True) is not True:
@@ -72,9 +74,10 @@ def to_pivot(ckpt: Checkpoint) -> Pivot:
                  mask_ratio=cfg.get("mask_ratio"), layer_norm_eps=cfg.get("layer_norm_eps"), notes=notes)
 
 
-def _blocks_in(s: dict[str, Tensor], src: str, dst: str, style: int, out: dict[str, Tensor], path: Path) -> None:
+def _blocks_in(s: dict[str, Tensor], src: str, dst: str, out: dict[str, Tensor], path: Path) -> None:
     for i in range(block_count(s, src)):
         p = f"{src}{i}."
+        style = 1 if f"{p}{QKV[1][0]}.weight" in s else 0
         try:
             for t in ("weight", "bias"):
                 out[f"{dst}{i}.attn.qkv.{t}"] = torch.cat([s.pop(f"{p}{q}.{t}") for q in QKV[style]], dim=0)
