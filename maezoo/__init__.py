@@ -37,7 +37,13 @@ def create(kind: str, name: str, /, **kwargs: Any) -> Any:
     return build(kind, name, **kwargs)
 
 
-def create_model(name: str, /, **kwargs: Any) -> Any:
+def create_model(name: str, /, pretrained: str | None = None, **kwargs: Any) -> Any:
+    """Build a registered model; ``pretrained`` loads a published checkpoint (official MAE ``.pth``, timm,
+    Hugging Face folder) or a maezoo run folder into it, shapes checked (see :mod:`maezoo.hub`)."""
+    if pretrained is not None:
+        from maezoo.hub import create_pretrained
+
+        return create_pretrained(name, pretrained, **kwargs)
     return build("model", name, **kwargs)
 
 

@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--run-dir", default=None)
     d.add_argument("--quick", action="store_true", help="a shorter demo (every stage shrunk)")
     d.add_argument("--overwrite", action="store_true", help="delete what --run-dir holds and start afresh")
+    from maezoo.hub.cli import add_parser as add_hub_parser
+
+    add_hub_parser(sub)  # maezoo convert, maezoo zoo
     return p
 
 
@@ -337,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args.run_dir, args.overrides, quick=args.quick, overwrite=args.overwrite)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command in ("convert", "zoo"):
+            from maezoo.hub.cli import main as hub_main
+
+            return hub_main(args)
     except KeyboardInterrupt:
         # Ctrl-C outside pre-training (which saves a checkpoint and exits by itself): one line, no traceback
         print("maezoo: interrupted (Ctrl-C); a run's pre-training checkpoints are kept: `maezoo resume RUN_DIR` "

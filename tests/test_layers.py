@@ -21,6 +21,7 @@ FORBIDDEN = {
     "figures.py": MODALITIES | {"engine", "eval", "systems", "cli", "bench"},
     "bench": MODALITIES | {"cli"},
     "systems": MODALITIES | {"cli", "bench"},
+    "hub": MODALITIES | {"engine", "eval", "systems", "cli", "bench"},
     **{m: (MODALITIES - {m}) | {"engine", "eval", "systems", "cli", "bench"} for m in MODALITIES},
 }
 

@@ -97,8 +97,15 @@ def save_model(model: nn.Module, folder: Path, build_spec: dict[str, Any]) -> Pa
 
 
 def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a registered model from a run folder, a checkpoint folder or a ``.safetensors`` file."""
+    """Rebuild a registered model from a run folder, a checkpoint folder or a ``.safetensors`` file, or from a
+    published checkpoint (official MAE ``.pth``, timm, Hugging Face folder: mapped by :mod:`maezoo.hub`)."""
+    from maezoo.hub.io import is_published
     from maezoo.registry import build
+
+    if is_published(path):
+        from maezoo.hub import load_pretrained
+
+        return load_pretrained(path, map_location)
 
     folder = resolve_weights(Path(path)).parent
     spec = json.loads((folder / "model.json").read_text())

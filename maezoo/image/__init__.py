@@ -3,6 +3,7 @@
 from maezoo.image import (  # noqa: F401  (registers datasets and builders)
     convmae,  # noqa: F401  (registers the ConvMAE tokenizer, encoder and builders)
     data,
+    folder,  # noqa: F401  (registers the image_folder dataset)
     models,
 )
 from maezoo.image.tokenizer import PatchTokenizer

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maezoo.config import ConfigError, apply_overrides, expand_datasets, load_yaml, resolve_recipe
+from maezoo.hub import is_published, save_published
 from maezoo.registry import get
 from maezoo.results import Result, read_results, write_results
 from maezoo.systems.base import RunContext
@@ -103,7 +104,8 @@ def load_recipe(recipe: str, overrides: list[str], quick: bool = False) -> Loade
                 raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(['pretrain', *names('protocol')])}")
     ckpt = Path(special["checkpoint"]) if special.get("checkpoint") else None
     if ckpt is not None and not ckpt.exists():
-        raise ConfigError(f"checkpoint={ckpt} does not exist; pass a run folder, a checkpoint folder or a .safetensors file")
+        raise ConfigError(f"checkpoint={ckpt} does not exist; pass a run folder, a checkpoint folder, a .safetensors file "
+                          "or a published checkpoint (maezoo zoo)")
     changes = None
     if quick:
         from maezoo.systems.quick import shrink_config
@@ -128,6 +130,8 @@ def leaf_dir(run_dir: Path, label: str | None, seed: int, n_seeds: int) -> Path:
 def run_recipe(loaded: LoadedRecipe, run_dir: Path, resume: bool = False) -> list[Result]:
     """Run every (dataset, seed) of a loaded recipe and return the merged results."""
     system = loaded.system()
+    if loaded.checkpoint is not None and is_published(loaded.checkpoint):  # official MAE / timm / HF: maezoo.hub
+        loaded.checkpoint = save_published(loaded.checkpoint, run_dir / "pretrained")
     rows: list[Result] = []
     results_name = "results.json" if not loaded.stage else f"results_{loaded.stage}.json"
     for v in loaded.variants:

@@ -1,0 +1,80 @@
+"""Parity figures of docs/zoo.md: largest absolute differences between maezoo and each peer (fp32, CPU).
+
+    python benchmarks/hub_parity.py
+
+The peers are those of tests/hub (random weights from each peer's own config, no network); the tests assert
+these differences stay under 1e-5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "hub"))
+from hub_peers import N_TOKENS, encoder_features, hf_features, hf_mae, hf_to_official, timm_mae_vit  # noqa: E402
+
+import maezoo  # noqa: E402
+from maezoo.core.masking import Mask  # noqa: E402
+from maezoo.hub import export, load_pretrained  # noqa: E402
+
+
+def _pretraining(model, hf, x):
+    noise = torch.rand(x.shape[0], N_TOKENS, generator=torch.Generator().manual_seed(2))
+    ref = hf(pixel_values=x, noise=noise)
+    out = model(x, mask=Mask.from_bool(ref.mask.bool()))
+    return float((out.pred - ref.logits).abs().max()), abs(float(out.loss) - float(ref.loss))
+
+
+@torch.no_grad()
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    d = Path(tempfile.mkdtemp())
+    hf = hf_mae(norm_pix_loss=True)  # the official releases' loss
+    hf.save_pretrained(d / "hf")
+    m, _ = load_pretrained(d / "hf")
+    m.eval()
+    feat = float((encoder_features(m, x) - hf_features(hf, x)).abs().max())
+    print(f"hf ViTMAEForPreTraining: features {feat:.2e}, reconstruction/loss {_pretraining(m, hf, x)}")
+    torch.save({"model": hf_to_official(hf.state_dict())}, d / "mae_pretrain_full.pth")
+    m, _ = load_pretrained(d / "mae_pretrain_full.pth", num_heads=4, decoder_heads=4)
+    m.eval()
+    feat = float((encoder_features(m, x) - hf_features(hf, x)).abs().max())
+    print(f"official MAE (_full): features {feat:.2e}, reconstruction/loss {_pretraining(m, hf, x)}")
+    peer = timm_mae_vit()
+    from safetensors.torch import save_file
+
+    save_file(peer.state_dict(), str(d / "timm.safetensors"))
+    m = maezoo.create_model("mae_vit", pretrained=str(d / "timm.safetensors"), img_size=32, patch_size=4, embed_dim=64,
+                            depth=2, num_heads=4).eval()
+    print(f"timm ViT import: features {float((encoder_features(m, x) - peer.forward_features(x)).abs().max()):.2e}")
+    import timm
+    from transformers import ViTMAEForPreTraining
+
+    b = maezoo.create_model("mae_vit_base_patch16").eval()
+    export(b, d / "t", to="timm")
+    export(b, d / "h", to="hf")
+    xb = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    ours = encoder_features(b, xb)
+    t = timm.create_model("local-dir:" + str(d / "t"), pretrained=True).eval()
+    print(f"ViT-B export -> timm: features {float((t.forward_features(xb) - ours).abs().max()):.2e}")
+    h = ViTMAEForPreTraining.from_pretrained(d / "h").eval()
+    h.config.mask_ratio = 0.0
+    got = h.vit(pixel_values=xb, noise=torch.arange(196, dtype=torch.float32)[None]).last_hidden_state
+    print(f"ViT-B export -> transformers: features {float((got - ours).abs().max()):.2e}")
+    # another resolution: maezoo's exact sin-cos vs timm's bicubic resampling of the 32x32 table to 48x48
+    t48 = timm.create_model("vit_base_patch16_224", pretrained=True, img_size=48, patch_size=4, embed_dim=64, depth=2,
+                            num_heads=4, num_classes=0,
+                            pretrained_cfg_overlay=dict(file=str(d / "timm.safetensors"), num_classes=0)).eval()
+    x48 = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(4))
+    diff = float((encoder_features(m, x48) - t48.forward_features(x48)).abs().max())
+    print(f"48x48 from a 32x32 checkpoint: maezoo sin-cos vs timm bicubic resampling {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Published checkpoints in and out: one mapping module per family, all through one pivot layout.
+
+    from maezoo.hub import load_pretrained, export
+    model, spec = load_pretrained("mae_pretrain_vit_base.pth")      # official MAE, timm, Hugging Face ViTMAE
+    export(model, "vit_b_timm", to="timm")                          # timm.create_model("local-dir:vit_b_timm")
+    export(model, "vit_b_hf", to="hf")                              # ViTMAEForPreTraining.from_pretrained(...)
+
+``maezoo.create_model(name, pretrained=path)`` loads into a named model (shapes checked);
+``maezoo convert SRC DST --to maezoo|timm|hf`` and ``maezoo zoo`` are the command-line side
+(:mod:`maezoo.hub.cli`). Families: :mod:`~maezoo.hub.mae_official`, :mod:`~maezoo.hub.timm_vit`,
+:mod:`~maezoo.hub.hf_vitmae`; the shared ViT pivot is :mod:`~maezoo.hub.vit`.
+"""
+
+from __future__ import annotations
+
+from maezoo.hub.convert import (
+                                 FAMILIES,
+                                 Imported,
+                                 create_pretrained,
+                                 detect,
+                                 import_checkpoint,
+                                 load_into,
+                                 load_pretrained,
+                                 save_published,
+)
+from maezoo.hub.export import TARGETS, arch_of, export
+from maezoo.hub.io import Checkpoint, HubError, is_maezoo_checkpoint, is_published, read_checkpoint
+
+__all__ = [
+    "FAMILIES", "TARGETS", "Checkpoint", "HubError", "Imported", "arch_of", "create_pretrained", "detect", "export",
+    "import_checkpoint", "is_maezoo_checkpoint", "is_published", "load_into", "load_pretrained", "read_checkpoint",
+    "save_published",
+]

@@ -1,0 +1,95 @@
+"""Export a maezoo image MAE to the maezoo, timm and Hugging Face layouts, each with the config it needs.
+
+``maezoo``: ``model.safetensors`` + ``model.json`` (what ``maezoo run ... checkpoint=`` and
+``maezoo.engine.checkpoint.load_model`` read); ``timm``: a ``local-dir`` folder (see :mod:`maezoo.hub.timm_vit`);
+``hf``: a ``ViTMAEForPreTraining`` folder (see :mod:`maezoo.hub.hf_vitmae`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from maezoo.hub import hf_vitmae, timm_vit
+from maezoo.hub.io import HubError
+from maezoo.hub.vit import maezoo_to_pivot
+
+Target = Literal["maezoo", "timm", "hf"]
+TARGETS = ("maezoo", "timm", "hf")
+
+
+def arch_of(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
+    """The ViT MAE hyper-parameters of a built maezoo model, read from its modules."""
+    tok, enc, dec = (getattr(model, n, None) for n in ("tokenizer", "encoder", "decoder"))
+    proj = getattr(tok, "proj", None)
+    blocks = getattr(enc, "blocks", None)
+    if not isinstance(proj, nn.Conv2d) or blocks is None or getattr(enc, "cls_token", None) is None \
+            or getattr(model, "mask_mode", None) != "drop":
+        raise HubError(f"export to timm/hf supports the image MAE ViTs (mae_vit*: patch tokenizer, ViT encoder with a "
+                       f"class token, drop mode); got {type(model).__name__} with {type(tok).__name__}/"
+                       f"{type(enc).__name__}. Use --to maezoo for other models")
+    ph, pw = proj.kernel_size
+    if ph != pw:
+        raise HubError(f"export to timm/hf needs square patches, the model has {ph}x{pw}")
+    size = img_size or (tok.img_size[0] if getattr(tok, "img_size", None) else 224)
+    if size % ph:
+        raise HubError(f"img_size {size} is not a multiple of the patch size {ph}; choose a multiple")
+    d = proj.out_channels
+    arch: dict[str, Any] = {"img_size": int(size), "patch_size": int(ph), "in_chans": proj.in_channels, "embed_dim": d,
+                            "depth": len(blocks), "num_heads": blocks[0].attn.num_heads,
+                            "mlp_ratio": blocks[0].mlp.fc1.out_features / d}
+    if dec is not None and hasattr(dec, "embed") and hasattr(dec, "pred"):
+        arch.update(decoder_dim=dec.embed.out_features, decoder_depth=len(dec.blocks),
+                    decoder_heads=dec.blocks[0].attn.num_heads)
+    ratio = getattr(getattr(model, "masking", None), "ratio", None)
+    if ratio is not None:
+        arch["mask_ratio"] = float(ratio)
+    arch["norm_pix_loss"] = getattr(model, "target_name", "norm") == "norm"
+    return arch
+
+
+def export(model: nn.Module, dst: str | Path, to: Target = "maezoo", spec: dict[str, Any] | None = None,
+           img_size: int | None = None) -> Path:
+    """Write ``model`` to ``dst`` (a folder) in the ``to`` layout; returns the folder."""
+    dst = Path(dst)
+    if to not in TARGETS:
+        raise HubError(f"unknown export layout {to!r}; choose one of {', '.join(TARGETS)}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if to == "maezoo":
+        if spec is None:
+            raise HubError("export to maezoo needs the model spec ({'name': ..., 'kwargs': {...}}) for model.json")
+        return write_maezoo(state, spec, dst)
+    arch = arch_of(model, img_size)
+    grid = (arch["img_size"] // arch["patch_size"],) * 2
+    pivot = maezoo_to_pivot(state, grid)
+    writer = timm_vit.write_folder if to == "timm" else hf_vitmae.write_folder
+    return writer(pivot, arch, dst)
+
+
+def write_maezoo(state: dict[str, Tensor], spec: dict[str, Any], dst: Path) -> Path:
+    from safetensors.torch import save_file
+
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    (dst / "model.json").write_text(json.dumps(spec, indent=2))
+    return dst
+
+
+def read_maezoo(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Weights and spec of a maezoo folder (run folder: its final weights; else ``model.safetensors``)."""
+    from safetensors.torch import load_file
+
+    folder = path.parent if path.is_file() else path
+    latest = folder / "checkpoints" / "latest"
+    if not (folder / "model.safetensors").is_file() and latest.is_file():  # a run that has not finished
+        folder = folder / "checkpoints" / latest.read_text().strip()
+    if not (folder / "model.safetensors").is_file():
+        raise HubError(f"{path}: no model.safetensors; pass a finished run folder or a checkpoint folder")
+    spec = json.loads((folder / "model.json").read_text())
+    return load_file(str(folder / "model.safetensors")), spec
+
+
+__all__ = ["TARGETS", "arch_of", "export", "read_maezoo", "write_maezoo"]

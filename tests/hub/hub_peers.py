@@ -1,0 +1,95 @@
+"""Peer models built from their own configs with random weights (no network), for the hub parity tests."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor
+
+from maezoo.core.pos_embed import sincos_pos_embed
+
+SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, image_size=32,
+             patch_size=4, decoder_hidden_size=32, decoder_num_hidden_layers=2, decoder_num_attention_heads=4,
+             decoder_intermediate_size=128, layer_norm_eps=1e-6)
+N_TOKENS = (32 // 4) ** 2
+
+
+def hf_mae(**overrides):
+    """``ViTMAEForPreTraining`` (random weights, fixed sin-cos tables) on 32x32 images, patch 4."""
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    torch.manual_seed(0)
+    model = ViTMAEForPreTraining(ViTMAEConfig(**{**SMALL, **overrides})).eval()
+    # transformers 5.25 leaves the fixed sin-cos tables at zero when built from a config (its init flag is set on
+    # the patch projection first); fill them with HF's own initialisation, as a released checkpoint carries them
+    model.vit.embeddings.patch_embeddings.projection._is_hf_initialized = False
+    model.vit.embeddings.initialize_weights()
+    model.decoder.initialize_weights(N_TOKENS)
+    with torch.no_grad():  # the decoder's prediction layer starts near zero; random values exercise the mapping
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def hf_to_official(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a transformers ``ViTMAEForPreTraining`` state dict to facebookresearch/mae's names (the inverse of
+    the renames in transformers' ``convert_vit_mae_to_pytorch.py``), written independently of maezoo.hub."""
+    out = {}
+    rules = [
+        (r"^vit\.embeddings\.cls_token$", "cls_token"), (r"^vit\.embeddings\.position_embeddings$", "pos_embed"),
+        (r"^vit\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."), (r"^vit\.layernorm\.", "norm."),
+        (r"^decoder\.decoder_pos_embed$", "decoder_pos_embed"), (r"^decoder\.mask_token$", "mask_token"),
+        (r"^decoder\.decoder_(embed|norm|pred)\.", r"decoder_\1."),
+        (r"^vit\.(?:encoder\.layer|layers)\.(\d+)\.", r"blocks.\1."),
+        (r"^decoder\.decoder_layers\.(\d+)\.", r"decoder_blocks.\1."),
+        (r"\.layernorm_before\.", ".norm1."), (r"\.layernorm_after\.", ".norm2."),
+        (r"\.attention\.(?:output\.dense|o_proj)\.", ".attn.proj."),
+        (r"\.(?:intermediate\.dense|mlp\.fc1)\.", ".mlp.fc1."), (r"\.(?:output\.dense|mlp\.fc2)\.", ".mlp.fc2."),
+    ]
+    qkv: dict[str, dict[str, Tensor]] = {}
+    for k, v in sd.items():
+        m = re.search(r"\.attention\.(?:attention\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$", k)
+        if m:
+            base = k[: m.start()]
+            for pat, rep in rules:
+                base = re.sub(pat, rep, base + ".")[:-1] if pat.startswith("^") else base
+            qkv.setdefault(f"{base}.attn.qkv.{m.group(2)}", {})[m.group(1)[0]] = v
+            continue
+        for pat, rep in rules:
+            k = re.sub(pat, rep, k)
+        out[k] = v
+    for k, parts in qkv.items():
+        out[k] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
+
+
+def timm_mae_vit(img_size: int = 32, **kw):
+    """A timm ViT shaped like the ``.mae`` releases (class token, no head), its position table MAE's sin-cos."""
+    import timm
+
+    torch.manual_seed(0)
+    args = dict(img_size=img_size, patch_size=4, embed_dim=64, depth=2, num_heads=4, num_classes=0)
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, **{**args, **kw}).eval()
+    g = img_size // args["patch_size"]
+    with torch.no_grad():
+        model.pos_embed[0, 1:] = sincos_pos_embed(model.embed_dim, (g, g))
+        model.pos_embed[0, :1] = 0
+    return model
+
+
+def encoder_features(model, x: Tensor) -> Tensor:
+    """maezoo's unmasked encoder output with the class token, ``[B, 1 + N, D]``."""
+    return model.encoder(model.tokenizer(x).tokens)
+
+
+def hf_features(hf, x: Tensor) -> Tensor:
+    """HF's unmasked encoder output in grid order (mask ratio 0, identity noise), ``[B, 1 + N, D]``."""
+    hf.config.mask_ratio = 0.0
+    try:
+        vit = getattr(hf, "vit", hf)
+        noise = torch.arange(N_TOKENS, dtype=torch.float32).expand(x.shape[0], -1)
+        return vit(pixel_values=x, noise=noise).last_hidden_state
+    finally:
+        hf.config.mask_ratio = 0.75
