@@ -35,9 +35,10 @@ def _imports(folder: Path) -> set[str]:
 
 def _undeclared(folder: Path, declared: set[str]) -> list[str]:
     dists = md.packages_distributions()
+    local = {p.stem for p in folder.glob("**/*.py")} | {p.name for p in folder.glob("**/") if p.is_dir()}
     missing = []
     for mod in sorted(_imports(folder)):
-        if (folder / f"{mod}.py").exists() or (folder / mod).is_dir():  # a module of the folder itself
+        if mod in local:  # a module of the folder itself (a test helper beside the tests)
             continue
         owners = {_norm(d) for d in dists.get(mod, [])}
         if not owners:

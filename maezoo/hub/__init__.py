@@ -13,18 +13,23 @@
 
 from __future__ import annotations
 
-from maezoo.hub.convert import (
-                                 FAMILIES,
-                                 Imported,
-                                 create_pretrained,
-                                 detect,
-                                 import_checkpoint,
-                                 load_into,
-                                 load_pretrained,
-                                 save_published,
-)
-from maezoo.hub.export import TARGETS, arch_of, export
-from maezoo.hub.io import Checkpoint, HubError, is_maezoo_checkpoint, is_published, read_checkpoint
+import importlib
+from typing import Any
+
+#: public name -> the submodule defining it; loaded on first use, so the CLI's parser does not import torch
+_EXPORTS = {
+    **dict.fromkeys(("FAMILIES", "Imported", "create_pretrained", "detect", "import_checkpoint", "load_into",
+                     "load_pretrained", "save_published"), "convert"),
+    **dict.fromkeys(("TARGETS", "arch_of", "export"), "exporters"),
+    **dict.fromkeys(("Checkpoint", "HubError", "is_maezoo_checkpoint", "is_published", "read_checkpoint"), "io"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"maezoo.hub.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'maezoo.hub' has no attribute {name!r}")
+
 
 __all__ = [
     "FAMILIES", "TARGETS", "Checkpoint", "HubError", "Imported", "arch_of", "create_pretrained", "detect", "export",

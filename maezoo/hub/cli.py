@@ -25,7 +25,7 @@ def main(args: argparse.Namespace) -> int:
         print(download(args.download) if args.download else zoo_table())
         return 0
     from maezoo.hub import export, load_pretrained
-    from maezoo.hub.export import read_maezoo
+    from maezoo.hub.exporters import read_maezoo
     from maezoo.hub.io import is_maezoo_checkpoint
     from maezoo.registry import build
 

@@ -119,7 +119,7 @@ def load_pretrained(path: str | Path, map_location: str = "cpu", **overrides: An
 
 def save_published(src: str | Path, dst: str | Path) -> Path:
     """Map a published checkpoint and write it as a maezoo folder (``model.safetensors`` + ``model.json``)."""
-    from maezoo.hub.export import export
+    from maezoo.hub.exporters import export
 
     model, spec = load_pretrained(src)
     return export(model, dst, to="maezoo", spec=spec)
@@ -132,7 +132,7 @@ def create_pretrained(name: str, pretrained: str | Path, **kwargs: Any) -> nn.Mo
 
     model = build("model", name, **kwargs)
     if is_maezoo_checkpoint(pretrained):
-        from maezoo.hub.export import read_maezoo
+        from maezoo.hub.exporters import read_maezoo
 
         state, _ = read_maezoo(Path(pretrained))
         imp = Imported(state=state, spec={"name": name, "kwargs": kwargs}, family="maezoo", path=Path(pretrained))

@@ -115,7 +115,7 @@ def _blocks_out(pivot: dict[str, Tensor], src: str, dst: str, out: dict[str, Ten
 
 
 def hf_config(arch: dict[str, Any]) -> dict[str, Any]:
-    """``config.json`` of ``ViTMAEForPreTraining`` for a maezoo ViT MAE (``arch`` from :func:`maezoo.hub.export.arch_of`)."""
+    """``config.json`` of ``ViTMAEForPreTraining`` for a maezoo ViT MAE (``arch`` from :func:`maezoo.hub.exporters.arch_of`)."""
     d = arch["embed_dim"]
     cfg = {
         "architectures": ["ViTMAEForPreTraining"], "model_type": "vit_mae",
