@@ -26,6 +26,7 @@ from maezoo import (
     video,  # noqa: E402,F401  (registers the video modality: VideoMAE)
 )
 from maezoo import eval as _eval  # noqa: E402,F401  (registers metrics, heads and protocols)
+from maezoo.data import shards as _shards  # noqa: E402,F401  (registers the `shards` dataset: WebDataset streams)
 from maezoo.registry import RegistryError, build, get, names, register
 
 
