@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 from maezoo.config import ConfigError, option
 from maezoo.data.robust import RobustDataset, collate_skip_bad
 from maezoo.engine import checkpoint as ckpt
+from maezoo.engine import fsdp
 from maezoo.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, wrap_model
 from maezoo.engine.logging import MetricsLogger, Progress, update_env
 from maezoo.engine.sample_seeding import global_batch_mask
@@ -88,8 +89,11 @@ class TrainerConfig:
     compile: bool = False
     #: ``auto``: cuda if available, else cpu
     device: str = "auto"
-    #: multi-process strategy under torchrun (FSDP is not offered until its sharded checkpoints are tested)
-    distributed: Literal["ddp"] = "ddp"
+    #: multi-process strategy under torchrun: ``ddp`` (replicas) or ``fsdp`` (FSDP2: blocks sharded, DCP checkpoints;
+    #: see :mod:`maezoo.engine.fsdp`)
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    #: with ``fsdp``: recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
+    activation_checkpointing: bool = False
     #: reshuffle the pre-training set every epoch (else keep its order)
     shuffle: bool = True
     #: drop the last incomplete batch of each epoch
@@ -339,6 +343,9 @@ class Trainer:
         device = self.configure(model, dataset, input_fn)
         info = init_distributed(device)
         model = model.to(device)
+        sharded = cfg.distributed == "fsdp" and info.enabled
+        if sharded:  # before the optimizer, which must hold the sharded parameters
+            model = fsdp.shard_model(model, self.precision, cfg.activation_checkpointing)
         eff_batch = cfg.batch_size * cfg.accum_steps * info.world_size
         stream = getattr(dataset, "batches_per_epoch", None)
         total, steps_per_epoch, warmup = self.plan(  # type: ignore[arg-type]
@@ -352,7 +359,14 @@ class Trainer:
         start_step, resumed_from, prior_wall = 0, None, 0.0
         counters = {"bad": 0, "seen": 0, "skipped": 0}
         if resume:
-            latest, state = ckpt.load_latest_valid(run_dir, model)
+            if sharded:
+                latest = ckpt.latest_checkpoint(run_dir)
+                if latest is None:
+                    raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {run_dir / ckpt.CKPT_DIR}")
+                state = ckpt.load_state(latest)
+                fsdp.load_dcp(run_dir, state["dcp"], model, opt)
+            else:
+                latest, state = ckpt.load_latest_valid(run_dir, model)
             saved = (int(state.get("world_size", info.world_size)), int(state.get("effective_batch", eff_batch)))
             if saved != (info.world_size, eff_batch):
                 raise ConfigError(
@@ -370,7 +384,8 @@ class Trainer:
                 # then match an uninterrupted run bit for bit
                 self.threads = int(state["threads"])
                 set_threads(self.threads)
-            opt.load_state_dict(state["optimizer"])
+            if not sharded:
+                opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
             start_step = resumed_from = int(state["step"])
@@ -381,7 +396,7 @@ class Trainer:
 
         # DDP first, compile around it: the compiler then splits the graph at DDP's bucket boundaries, so the
         # gradient all-reduce overlaps the backward pass (compiling inside DDP loses that overlap)
-        train_model = wrap_model(model, info, device, cfg.distributed)
+        train_model = model if sharded else wrap_model(model, info, device, cfg.distributed)
         train_model = torch.compile(train_model) if cfg.compile else train_model
         logger = MetricsLogger(run_dir, enabled=info.is_main, resume_step=start_step if resume else None)
         runtime = {"device": str(device), "precision": self.precision, "precision_setting": cfg.precision,
@@ -402,13 +417,20 @@ class Trainer:
                 gathered: list[Any] = [None] * info.world_size
                 torch.distributed.all_gather_object(gathered, rngs[0])
                 rngs = gathered
+            weights: Any = model
+            extra: dict[str, Any] = {}
+            if sharded:  # every rank writes its shards (DCP); rank 0 also keeps the full weights
+                kept = {int(p.name.split("_")[1]) for p in ckpt.complete_checkpoints(run_dir)[: max(0, cfg.keep_last - 1)]}
+                extra["dcp"] = fsdp.save_dcp(run_dir, step, model, opt, kept)
+                weights = fsdp.FullWeights(fsdp.full_state(model))
             if info.is_main:
                 wall = prior_wall + time.perf_counter() - t_start
-                state = {"step": step, "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
+                state = {"step": step, "optimizer": {} if sharded else opt.state_dict(), **extra,
+                         "scaler": scaler.state_dict(), "rng": rngs,
                          "counters": {**counters, "wall_s": wall}, "world_size": info.world_size,
                          "effective_batch": eff_batch, "threads": self.threads,
                          "data_slots": max(1, cfg.num_workers)}
-                ckpt.save_checkpoint(run_dir, step, model, build_spec, state, cfg.keep_last)
+                ckpt.save_checkpoint(run_dir, step, weights, build_spec, state, cfg.keep_last)
             barrier(info)
 
         loader = self._loader(dataset, info, start_step * cfg.accum_steps)
@@ -510,9 +532,10 @@ class Trainer:
             if old_handler is not None:
                 signal.signal(signal.SIGTERM, old_handler)
         wall = time.perf_counter() - t_start
+        final: Any = fsdp.FullWeights(fsdp.full_state(model)) if sharded else model  # a collective under FSDP
         if step == total and info.is_main:
-            ckpt.save_model(model, run_dir, build_spec)
-        if cfg.save_all_ranks:
+            ckpt.save_model(final, run_dir, build_spec)
+        if cfg.save_all_ranks and not sharded:
             from safetensors.torch import save_file
 
             save_file(ckpt.model_state(model), str(run_dir / f"rank{info.rank}.safetensors"))
