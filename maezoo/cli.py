@@ -9,6 +9,8 @@
     maezoo bench --suite quick                run (or continue) a benchmark suite, one process per recipe
     maezoo bench report --suite quick         docs/benchmarks.md, the README summary and plots from its records
     maezoo demo                               pre-train a small MAE on bundled digits and evaluate it (< 3 min)
+    maezoo convert SRC DST --to maezoo|timm|hf   published checkpoints in and out (maezoo zoo lists them)
+    maezoo shard DATASET DST                  WebDataset tar shards from any registered dataset
 
 Multi-process: ``torchrun --nproc_per_node N -m maezoo run RECIPE --run-dir DIR``.
 """
@@ -308,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     from maezoo.hub.cli import add_parser as add_hub_parser
 
     add_hub_parser(sub)  # maezoo convert, maezoo zoo
+    from maezoo import shard_cmd
+
+    shard_cmd.add_parser(sub)  # maezoo shard SRC DST
     return p
 
 
@@ -340,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args.run_dir, args.overrides, quick=args.quick, overwrite=args.overwrite)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "shard":
+            from maezoo import shard_cmd
+
+            return shard_cmd.main(args)
         if args.command in ("convert", "zoo"):
             from maezoo.hub.cli import main as hub_main
 

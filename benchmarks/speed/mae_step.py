@@ -57,9 +57,16 @@ from torch import Tensor, nn
 
 HERE = Path(__file__).resolve().parent
 PEERS = ("transformers", "lightly")
-SIZES = {"base": dict(embed_dim=768, depth=12, num_heads=12), "large": dict(embed_dim=1024, depth=24, num_heads=16)}
 CFG = dict(patch_size=16, mlp_ratio=4.0, decoder_dim=512, decoder_depth=8, decoder_heads=16, mask_ratio=0.75,
            norm_pix_loss=True)
+#: encoder sizes; an entry may also override the decoder of ``CFG`` (``toy``: dry runs of the GPU benchmark)
+SIZES = {"base": dict(embed_dim=768, depth=12, num_heads=12), "large": dict(embed_dim=1024, depth=24, num_heads=16),
+         "toy": dict(embed_dim=32, depth=2, num_heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2)}
+
+
+def arch(size: str) -> dict:
+    """``CFG`` with the encoder (and any decoder override) of ``SIZES[size]``."""
+    return {**CFG, **SIZES[size]}
 OPT = dict(lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
 
 
@@ -87,10 +94,12 @@ def build_maezoo(size: str, image_size: int, variant: str = "") -> Entry:
     from maezoo.core import attention as att
     from maezoo.optim import build_optimizer
 
+    a = arch(size)
     model = maezoo.create_model(
-        f"mae_vit_{size}_patch16", img_size=image_size, mask_ratio=CFG["mask_ratio"],
-        norm_pix_loss=CFG["norm_pix_loss"], decoder_dim=CFG["decoder_dim"], decoder_depth=CFG["decoder_depth"],
-        decoder_heads=CFG["decoder_heads"], mask_mode="replace" if variant == "mask-tokens-in-encoder" else "drop",
+        "mae_vit", img_size=image_size, patch_size=a["patch_size"], embed_dim=a["embed_dim"], depth=a["depth"],
+        num_heads=a["num_heads"], mlp_ratio=a["mlp_ratio"], mask_ratio=a["mask_ratio"],
+        norm_pix_loss=a["norm_pix_loss"], decoder_dim=a["decoder_dim"], decoder_depth=a["decoder_depth"],
+        decoder_heads=a["decoder_heads"], mask_mode="replace" if variant == "mask-tokens-in-encoder" else "drop",
     )
     context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     if variant == "sdpa-attention":
@@ -112,15 +121,15 @@ def build_maezoo(size: str, image_size: int, variant: str = "") -> Entry:
 def build_transformers(size: str, image_size: int) -> Entry:
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-    s = SIZES[size]
+    s = arch(size)
     config = ViTMAEConfig(
-        image_size=image_size, patch_size=CFG["patch_size"], num_channels=3, hidden_size=s["embed_dim"],
+        image_size=image_size, patch_size=s["patch_size"], num_channels=3, hidden_size=s["embed_dim"],
         num_hidden_layers=s["depth"], num_attention_heads=s["num_heads"],
-        intermediate_size=int(s["embed_dim"] * CFG["mlp_ratio"]), qkv_bias=True, layer_norm_eps=1e-6,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, decoder_hidden_size=CFG["decoder_dim"],
-        decoder_num_hidden_layers=CFG["decoder_depth"], decoder_num_attention_heads=CFG["decoder_heads"],
-        decoder_intermediate_size=int(CFG["decoder_dim"] * CFG["mlp_ratio"]), mask_ratio=CFG["mask_ratio"],
-        norm_pix_loss=CFG["norm_pix_loss"],
+        intermediate_size=int(s["embed_dim"] * s["mlp_ratio"]), qkv_bias=True, layer_norm_eps=1e-6,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, decoder_hidden_size=s["decoder_dim"],
+        decoder_num_hidden_layers=s["decoder_depth"], decoder_num_attention_heads=s["decoder_heads"],
+        decoder_intermediate_size=int(s["decoder_dim"] * s["mlp_ratio"]), mask_ratio=s["mask_ratio"],
+        norm_pix_loss=s["norm_pix_loss"],
     )
     model = ViTMAEForPreTraining._from_config(config, attn_implementation="sdpa")
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
@@ -135,25 +144,25 @@ def build_lightly(size: str, image_size: int) -> Entry:
         warnings.simplefilter("ignore")
         from lightly.models import utils
         from lightly.models.modules import MAEDecoderTIMM, MaskedVisionTransformerTIMM
-    s = SIZES[size]
+    s = arch(size)
 
     class LightlyMAE(nn.Module):
         """lightly's ``examples/pytorch/mae.py`` model, with MAE's norm-pix target."""
 
         def __init__(self) -> None:
             super().__init__()
-            vit = VisionTransformer(img_size=image_size, patch_size=CFG["patch_size"], embed_dim=s["embed_dim"],
-                                    depth=s["depth"], num_heads=s["num_heads"], mlp_ratio=CFG["mlp_ratio"],
+            vit = VisionTransformer(img_size=image_size, patch_size=s["patch_size"], embed_dim=s["embed_dim"],
+                                    depth=s["depth"], num_heads=s["num_heads"], mlp_ratio=s["mlp_ratio"],
                                     num_classes=0)  # timm's vit_*_patch16_224, classifier head dropped (unused)
-            self.mask_ratio, self.patch_size = CFG["mask_ratio"], vit.patch_embed.patch_size[0]
+            self.mask_ratio, self.patch_size = s["mask_ratio"], vit.patch_embed.patch_size[0]
             self.backbone = MaskedVisionTransformerTIMM(vit=vit)
             self.sequence_length = self.backbone.sequence_length
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.decoder = MAEDecoderTIMM(
                     num_patches=vit.patch_embed.num_patches, patch_size=self.patch_size, embed_dim=vit.embed_dim,
-                    decoder_embed_dim=CFG["decoder_dim"], decoder_depth=CFG["decoder_depth"],
-                    decoder_num_heads=CFG["decoder_heads"], mlp_ratio=CFG["mlp_ratio"], proj_drop_rate=0.0,
+                    decoder_embed_dim=s["decoder_dim"], decoder_depth=s["decoder_depth"],
+                    decoder_num_heads=s["decoder_heads"], mlp_ratio=s["mlp_ratio"], proj_drop_rate=0.0,
                     attn_drop_rate=0.0,
                 )
             self.criterion = nn.MSELoss()
@@ -297,8 +306,8 @@ def summarise(data: dict) -> None:
 def render_markdown(data: dict) -> str:
     cfg = data["config"]
     lines = [
-        f"MAE {cfg['model']} ({cfg['size']}) at {cfg['image_size']}², batch {cfg['batch']}, mask {CFG['mask_ratio']}, "
-        f"norm-pix loss, decoder {CFG['decoder_depth']} × {CFG['decoder_dim']}; zero_grad + forward + backward + "
+        f"MAE {cfg['model']} ({cfg['size']}) at {cfg['image_size']}², batch {cfg['batch']}, mask {cfg.get('mask_ratio', CFG['mask_ratio'])}, "
+        f"norm-pix loss, decoder {cfg.get('decoder_depth', CFG['decoder_depth'])} × {cfg.get('decoder_dim', CFG['decoder_dim'])}; zero_grad + forward + backward + "
         f"AdamW step; median of {cfg['repeats']} after {cfg['warmup']} warm-up (spread min–max), entries "
         "interleaved in one process.",
         "",
@@ -449,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python " + " ".join(["benchmarks/speed/mae_step.py", *(argv if argv is not None else sys.argv[1:])]),
         "config": {"model": f"ViT-{args.model[0].upper()}/16", "size": args.model, "batch": args.batch,
                    "image_size": args.image_size, "repeats": args.repeats, "warmup": args.warmup,
-                   "precisions": precisions, "seed": args.seed, **CFG, **SIZES[args.model], "optimizer_args": OPT},
+                   "precisions": precisions, "seed": args.seed, **arch(args.model), "optimizer_args": OPT},
         "matmul_peak_gflops": peak,
         "entries": {n: {**info[n], "timings": entries[n].timings} for n in entries},
         "skipped": skipped,

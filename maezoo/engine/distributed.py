@@ -1,6 +1,6 @@
 """``torchrun`` support: DDP (or FSDP) on NCCL for GPUs and gloo for CPUs.
 
-(FSDP, for ViT-L/H and larger, is on the roadmap: it needs sharded checkpoints written by every rank.)
+``trainer.distributed: fsdp`` shards the model instead (FSDP2, :mod:`maezoo.engine.fsdp`).
 
 The same recipe runs on one process or many: ``torchrun --nproc_per_node 8 -m maezoo run RECIPE``.
 Environment variables set by torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) switch it on.

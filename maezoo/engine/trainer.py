@@ -52,8 +52,10 @@ from torch.utils.data import DataLoader, Dataset
 from maezoo.config import ConfigError, option
 from maezoo.data.robust import RobustDataset, collate_skip_bad
 from maezoo.engine import checkpoint as ckpt
+from maezoo.engine import fsdp
 from maezoo.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, wrap_model
 from maezoo.engine.logging import MetricsLogger, Progress, update_env
+from maezoo.engine.sample_seeding import global_batch_mask
 from maezoo.optim import Schedule, build_optimizer, clip_grad, scaled_lr, schedule_lr, set_lr
 from maezoo.runtime import resolve_device, resolve_precision, resolve_threads, set_threads, to_device
 
@@ -90,8 +92,11 @@ class TrainerConfig:
     compile: bool = False
     #: ``auto``: cuda if available, else cpu
     device: str = "auto"
-    #: multi-process strategy under torchrun (FSDP is not offered until its sharded checkpoints are tested)
-    distributed: Literal["ddp"] = "ddp"
+    #: multi-process strategy under torchrun: ``ddp`` (replicas) or ``fsdp`` (FSDP2: blocks sharded, DCP checkpoints;
+    #: see :mod:`maezoo.engine.fsdp`)
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    #: with ``fsdp``: recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
+    activation_checkpointing: bool = False
     #: reshuffle the pre-training set every epoch (else keep its order)
     shuffle: bool = True
     #: drop the last incomplete batch of each epoch
@@ -187,7 +192,9 @@ def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
 
 
 class StepBatchSampler:
-    """Infinite batch sampler: rank ``r`` of ``W`` gets a disjoint shard of a per-epoch permutation.
+    """Infinite batch sampler: each global batch of ``W * batch_size`` samples of a per-epoch permutation is cut
+    into ``W`` contiguous slices, rank ``r`` taking the ``r``-th (so ``W`` ranks see, together and in order, the
+    batches one process with ``W`` times the batch size sees; a short last batch is cut into equal slices).
 
     Yields lists of ``(index, sample_seed)``; starting at micro-batch ``start`` reproduces exactly the
     batches an uninterrupted run would have drawn from there on.
@@ -207,9 +214,9 @@ class StepBatchSampler:
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
-            return torch.arange(self.n)[self.rank :: self.world][: self.per_rank]
+            return torch.arange(self.n)[: self.per_rank * self.world]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g)[self.rank :: self.world][: self.per_rank]
+        return torch.randperm(self.n, generator=g)[: self.per_rank * self.world]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         b, epoch, order = self.start, -1, None
@@ -217,7 +224,9 @@ class StepBatchSampler:
             e, i = divmod(b, self.batches_per_epoch)
             if e != epoch:
                 epoch, order = e, self._epoch_order(e)
-            idx = order[i * self.bs : (i + 1) * self.bs].tolist()
+            glob = order[i * self.bs * self.world : (i + 1) * self.bs * self.world]
+            share = glob.numel() // self.world  # bs, or an equal share of the short last batch
+            idx = glob[self.rank * share : (self.rank + 1) * share].tolist()
             yield [(j, (self.seed * 7_919 + epoch) * 1_000_003 + j) for j in idx]
             b += 1
 
@@ -272,6 +281,9 @@ class Trainer:
     # -- setup -----------------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, info: DistInfo, start: int) -> DataLoader:
         cfg = self.cfg
+        if hasattr(dataset, "make_loader"):  # a stream (maezoo.data.shards): it builds its own ordered loader
+            return dataset.make_loader(info.rank, info.world_size, cfg.batch_size, start, cfg.num_workers,
+                                       pin_memory=self.device.type == "cuda", collate=getattr(dataset, "collate_fn", None))
         sampler = StepBatchSampler(len(dataset), cfg.batch_size, self.seed, info.rank, info.world_size, start,  # type: ignore[arg-type]
                                    shuffle=cfg.shuffle, drop_last=cfg.drop_last)
         nw = cfg.num_workers
@@ -285,11 +297,13 @@ class Trainer:
     def _on_signal(self, signum: int, frame: Any) -> None:  # noqa: ARG002
         self._signal = signum
 
-    def plan(self, dataset_len: int, world_size: int = 1) -> tuple[int, int, int]:
-        """``(total steps, steps per epoch, warm-up steps)`` of a run over ``dataset_len`` samples."""
+    def plan(self, dataset_len: int, world_size: int = 1, batches_per_epoch: int | None = None) -> tuple[int, int, int]:
+        """``(total steps, steps per epoch, warm-up steps)`` of a run over ``dataset_len`` samples (a stream gives
+        its ``batches_per_epoch`` per rank)."""
         cfg = self.cfg
         per_rank = dataset_len // world_size
         per_epoch = per_rank // cfg.batch_size if cfg.drop_last else -(-per_rank // cfg.batch_size)
+        per_epoch = batches_per_epoch if batches_per_epoch is not None else per_epoch
         steps_per_epoch = max(1, -(-per_epoch // cfg.accum_steps))  # an epoch rounds up to whole optimizer steps
         total = cfg.max_steps if cfg.max_steps is not None else int(cfg.epochs or 1) * steps_per_epoch
         warmup = cfg.warmup_steps if cfg.warmup_epochs is None else int(round(cfg.warmup_epochs * steps_per_epoch))
@@ -363,8 +377,14 @@ class Trainer:
         if info.is_main:
             ckpt.remove_temporaries(run_dir)
         model = model.to(device)
+        sharded = cfg.distributed == "fsdp" and info.enabled
+        if sharded:  # before the optimizer, which must hold the sharded parameters
+            model = fsdp.shard_model(model, self.precision, cfg.activation_checkpointing)
         eff_batch = cfg.batch_size * cfg.accum_steps * info.world_size
-        total, steps_per_epoch, warmup = self.plan(len(dataset), info.world_size)  # type: ignore[arg-type]
+        stream = getattr(dataset, "batches_per_epoch", None)
+        total, steps_per_epoch, warmup = self.plan(  # type: ignore[arg-type]
+            len(dataset), info.world_size,  # type: ignore[arg-type]
+            stream(info.world_size, max(1, cfg.num_workers), cfg.batch_size) if stream is not None else None)
         peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.base_lr, eff_batch)
         opt = build_optimizer(model, peak_lr, cfg.weight_decay, tuple(cfg.betas), name=cfg.optimizer,  # type: ignore[arg-type]
                               decay=cfg.decay)
@@ -373,7 +393,14 @@ class Trainer:
         start_step, resumed_from, prior_wall = 0, None, 0.0
         counters = {"bad": 0, "seen": 0, "skipped": 0}
         if resume:
-            latest, state = ckpt.load_latest_valid(run_dir, model)
+            if sharded:
+                latest = ckpt.latest_checkpoint(run_dir)
+                if latest is None:
+                    raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {run_dir / ckpt.CKPT_DIR}")
+                state = ckpt.load_state(latest)
+                fsdp.load_dcp(run_dir, state["dcp"], model, opt)
+            else:
+                latest, state = ckpt.load_latest_valid(run_dir, model)
             saved = (int(state.get("world_size", info.world_size)), int(state.get("effective_batch", eff_batch)))
             if saved != (info.world_size, eff_batch):
                 raise ConfigError(
@@ -381,12 +408,18 @@ class Trainer:
                     f"resume has {info.world_size} and {eff_batch}. Resume with the same number of processes and "
                     "trainer.batch_size/accum_steps, or start a new run"
                 )
+            slots = max(1, cfg.num_workers)
+            if stream is not None and int(state.get("data_slots", slots)) != slots:
+                raise ConfigError(f"{latest} streamed its shards through {state['data_slots']} loader slot(s) "
+                                  f"(trainer.num_workers); resume with trainer.num_workers={state['data_slots']}, "
+                                  "which fixes the order of the samples")
             if cfg.threads == "auto" and state.get("threads"):
                 # the same thread count as before the interruption: float reductions, and so the weights,
                 # then match an uninterrupted run bit for bit
                 self.threads = int(state["threads"])
                 set_threads(self.threads)
-            opt.load_state_dict(state["optimizer"])
+            if not sharded:
+                opt.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
             start_step = resumed_from = int(state["step"])
@@ -397,7 +430,7 @@ class Trainer:
 
         # DDP first, compile around it: the compiler then splits the graph at DDP's bucket boundaries, so the
         # gradient all-reduce overlaps the backward pass (compiling inside DDP loses that overlap)
-        train_model = wrap_model(model, info, device, cfg.distributed)
+        train_model = model if sharded else wrap_model(model, info, device, cfg.distributed)
         train_model = torch.compile(train_model) if cfg.compile else train_model
         logger = MetricsLogger(run_dir, enabled=info.is_main, resume_step=start_step if resume else None)
         runtime = {"device": str(device), "precision": self.precision, "precision_setting": cfg.precision,
@@ -419,17 +452,26 @@ class Trainer:
                 gathered: list[Any] = [None] * info.world_size
                 torch.distributed.all_gather_object(gathered, rngs[0])
                 rngs = gathered
+            weights: Any = model
+            extra: dict[str, Any] = {}
+            if sharded:  # every rank writes its shards (DCP); rank 0 also keeps the full weights
+                kept = {int(p.name.split("_")[1]) for p in ckpt.complete_checkpoints(run_dir)[: max(0, cfg.keep_last - 1)]}
+                extra["dcp"] = fsdp.save_dcp(run_dir, step, model, opt, kept)
+                weights = fsdp.FullWeights(fsdp.full_state(model))
             if info.is_main:
                 wall = prior_wall + time.perf_counter() - t_start
-                state = {"step": step, "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
+                state = {"step": step, "optimizer": {} if sharded else opt.state_dict(), **extra,
+                         "scaler": scaler.state_dict(), "rng": rngs,
                          "counters": {**counters, "wall_s": wall}, "world_size": info.world_size,
-                         "effective_batch": eff_batch, "threads": self.threads}
-                ckpt.save_checkpoint(run_dir, step, model, build_spec, state, cfg.keep_last)
+                         "effective_batch": eff_batch, "threads": self.threads,
+                         "data_slots": max(1, cfg.num_workers)}
+                ckpt.save_checkpoint(run_dir, step, weights, build_spec, state, cfg.keep_last)
             barrier(info)
 
         loader = self._loader(dataset, info, start_step * cfg.accum_steps)
         it = iter(loader)
         after_step = getattr(model, "after_optimizer_step", None)
+        core = ckpt.unwrap(model)
         wait_total, loss_val, lr, step, done_here = 0.0, float("nan"), peak_lr, start_step, 0
         win_t, win_samples = time.perf_counter(), 0
         interrupted: Interrupted | None = None
@@ -454,10 +496,14 @@ class Trainer:
                     torch.manual_seed(s)
                     gen = torch.Generator(device=device).manual_seed(s)
                     x = to_device(input_fn(batch), device)
+                    # masks per sample: the global batch's, drawn alike on every rank (sample_seeding.py)
+                    mask_gen = torch.Generator(device=device).manual_seed(step_seed(self.seed, step, 0, micro))
+                    mask = global_batch_mask(core, x, mask_gen, info.rank, info.world_size)
+                    kw = {"generator": gen} if mask is None else {"generator": gen, "mask": mask}
                     sync = micro == cfg.accum_steps - 1 or not info.enabled
                     with (train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else nullcontext()):
                         with autocast(device, self.precision):
-                            out = train_model(x, generator=gen)
+                            out = train_model(x, **kw)
                         loss = out.loss / cfg.accum_steps
                         loss_now = float(loss.detach())  # one host sync per micro-step, shared by guard and log
                         if not math.isfinite(loss_now):
@@ -493,6 +539,8 @@ class Trainer:
                 step += 1
                 done_here += 1
                 if step % cfg.log_every == 0 or step == total:
+                    if info.enabled:  # the logged loss is the mean over ranks, not rank 0's own
+                        loss_val = float(all_reduce_mean(torch.tensor([loss_val], device=device), info).item())
                     now = time.perf_counter()
                     sps = win_samples * info.world_size / max(now - win_t, 1e-9)
                     metrics = {"loss": loss_val, "lr": lr, "samples_per_s": sps,
@@ -525,9 +573,10 @@ class Trainer:
                 print(interrupted.message, file=sys.stderr, flush=True)
             raise interrupted
         wall = time.perf_counter() - t_start
+        final: Any = fsdp.FullWeights(fsdp.full_state(model)) if sharded else model  # a collective under FSDP
         if step == total and info.is_main:
-            ckpt.save_model(model, run_dir, build_spec)
-        if cfg.save_all_ranks:
+            ckpt.save_model(final, run_dir, build_spec)
+        if cfg.save_all_ranks and not sharded:
             from safetensors.torch import save_file
 
             save_file(ckpt.model_state(model), str(run_dir / f"rank{info.rank}.safetensors"))
