@@ -11,11 +11,13 @@ Public API::
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from maezoo import registry  # torch-free: built-ins register on the registry's first lookup
+from maezoo.registry import RegistryError, build, get, names, register
 
-import importlib
+__version__ = "0.1.0"
 
 #: the packages whose import registers maezoo's built-in components; imported on first use (by the registry's
 #: first lookup or an attribute access), so ``import maezoo`` and ``maezoo --help`` do not load torch
@@ -26,10 +28,6 @@ def __getattr__(name: str) -> Any:
     if name in BUILTIN_MODULES or name in ("registry", "config", "results", "runtime", "engine", "data", "bench"):
         return importlib.import_module(f"maezoo.{name}")
     raise AttributeError(f"module 'maezoo' has no attribute {name!r}")
-
-
-from maezoo import registry  # noqa: E402  (torch-free)
-from maezoo.registry import RegistryError, build, get, names, register
 
 
 def create(kind: str, name: str, /, **kwargs: Any) -> Any:
