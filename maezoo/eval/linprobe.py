@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from maezoo.eval.metrics import topk_accuracy
 from maezoo.optim import cosine_lr, scaled_lr, set_lr
+from maezoo.step import OptimStep
 
 
 class LARS(torch.optim.Optimizer):
@@ -96,7 +97,7 @@ class LinearHead(nn.Module):
     def train_step_(self, x: Tensor, y: Tensor) -> Tensor:
         """Set ``.grad`` of the linear layer for the mean cross-entropy on ``(x, y)``, in train mode.
 
-        Equivalent to ``F.cross_entropy(self(x), y).backward()`` with the batch-norm in training mode
+        Equivalent to back-propagating ``F.cross_entropy(self(x), y)`` with the batch-norm in training mode
         (batch statistics, running statistics updated) but without autograd: the batch-norm has no
         parameters and the features need no gradient, so only the linear layer's gradient is needed
         (``dW = G^T x_hat``, ``db = sum G``, ``G = (softmax - onehot) / B``). This makes probing on
@@ -199,6 +200,7 @@ def linear_probe(
         opt = torch.optim.SGD(params, lr=peak_lr, momentum=momentum, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer must be 'lars' or 'sgd', got {optimizer!r}")
+    stepper = OptimStep(opt, device=dev, name="linear probe")
 
     head.train()
     prev_threads = torch.get_num_threads()
@@ -213,7 +215,7 @@ def linear_probe(
             for i in range(steps_per_epoch):
                 set_lr(opt, cosine_lr(step, total, peak_lr, warmup, min_lr))
                 loss_sum += head.train_step_(xs[i * bs : (i + 1) * bs], ys[i * bs : (i + 1) * bs])
-                opt.step()
+                stepper.update(step)  # gradients set by train_step_; the loss is checked after the run
                 step += 1
             if log is not None:
                 log({"epoch": epoch, "step": step, "train_loss": loss_sum.item() / steps_per_epoch})
@@ -293,6 +295,7 @@ def linear_probe_dense(
         torch.manual_seed(seed)
         head = LinearHead(x_tr.shape[1], y_tr.shape[1])
     opt = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=momentum, weight_decay=weight_decay)
+    stepper = OptimStep(opt, name="linear probe")
     target = (y_tr - mu) / sd
     loss_fn = nn.BCEWithLogitsLoss() if task == "multilabel" else nn.MSELoss()
     gen = torch.Generator().manual_seed(seed)
@@ -304,9 +307,7 @@ def linear_probe_dense(
             idx = perm[i * bs : (i + 1) * bs]
             set_lr(opt, cosine_lr(step, total, peak_lr, warmup))
             loss = loss_fn(head(x_tr[idx]), target[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            stepper.opt_step(loss, step, check=False)  # checked after the run: no host sync per step
             step += 1
         if log is not None:
             log({"epoch": epoch, "step": step, "train_loss": loss.item()})
