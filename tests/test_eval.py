@@ -224,3 +224,12 @@ def test_metrics_registry():
     assert get("metric", "top1")(logits, torch.tensor([1, 2])) == 50.0
     assert get("metric", "top5")(logits, torch.tensor([1, 2])) == 100.0
     assert get("metric", "accuracy")(logits, torch.tensor([1, -100])) == 100.0
+
+
+def test_the_old_amp_key_is_refused_naming_precision():
+    from maezoo.config import ConfigError, from_dict
+    from maezoo.eval.protocols import FinetuneSettings
+
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) amp in finetune; valid keys: .*precision"):
+        from_dict(FinetuneSettings, {"amp": "auto"}, "finetune")
+    assert from_dict(FinetuneSettings, {"precision": "bf16"}, "finetune").precision == "bf16"

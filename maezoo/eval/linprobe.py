@@ -207,21 +207,11 @@ def linear_probe(
     if num_threads is not None and dev.type == "cpu":
         torch.set_num_threads(num_threads)
     try:
-        step, loss_sum = 0, torch.zeros((), device=dev)
-        for epoch in range(epochs):
-            perm = torch.randperm(n, generator=gen).to(dev)
-            xs, ys = x_tr[perm], y_tr[perm]  # one gather per epoch; batches below are views
-            loss_sum.zero_()
-            for i in range(steps_per_epoch):
-                set_lr(opt, cosine_lr(step, total, peak_lr, warmup, min_lr))
-                loss_sum += head.train_step_(xs[i * bs : (i + 1) * bs], ys[i * bs : (i + 1) * bs])
-                stepper.update(step)  # gradients set by train_step_; the loss is checked after the run
-                step += 1
-            if log is not None:
-                log({"epoch": epoch, "step": step, "train_loss": loss_sum.item() / steps_per_epoch})
+        lrs = [cosine_lr(k, total, peak_lr, warmup, min_lr) for k in range(total)]
+        train_loss = _train_epochs(head, stepper, x_tr, y_tr, epochs, bs, lrs, gen, log)
     finally:
         torch.set_num_threads(prev_threads)
-    train_loss = loss_sum.item() / steps_per_epoch
+    step = total
     if not math.isfinite(train_loss):
         raise FloatingPointError(f"linear probe diverged (loss {train_loss}); lower lr/base_lr")
 
@@ -239,6 +229,29 @@ def linear_probe(
     if return_head:
         out["head"] = head
     return out
+
+
+def _train_epochs(head: LinearHead, stepper: OptimStep, x: Tensor, y: Tensor, epochs: int, bs: int, lrs: list[float],
+                  gen: torch.Generator, log: Any) -> float:
+    """SGD/LARS epochs of ``head`` on ``x [N, D]``, ``y [N]`` at the per-step ``lrs``; the last epoch's mean loss.
+
+    Batches are views of one seeded permutation per epoch; the loss stays on the device until an epoch is logged.
+    """
+    n = x.shape[0]
+    steps_per_epoch = max(1, n // bs)
+    step, loss_sum = 0, torch.zeros((), device=x.device)
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        xs, ys = x[perm], y[perm]  # one gather per epoch; batches below are views
+        loss_sum.zero_()
+        for i in range(steps_per_epoch):
+            set_lr(stepper.optimizer, lrs[step])
+            loss_sum += head.train_step_(xs[i * bs : (i + 1) * bs], ys[i * bs : (i + 1) * bs])
+            stepper.update(step)  # gradients set by train_step_; the loss is checked after the run
+            step += 1
+        if log is not None:
+            log({"epoch": epoch, "step": step, "train_loss": loss_sum.item() / steps_per_epoch})
+    return loss_sum.item() / steps_per_epoch
 
 
 Task = Literal["auto", "classification", "multilabel", "regression"]
