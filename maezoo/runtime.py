@@ -78,9 +78,13 @@ def resolve_amp_dtype(amp: AmpDtype) -> torch.dtype | None:
     return _AMP_NAMES[amp]
 
 
-def autocast(device: torch.device | str, amp: AmpDtype) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``amp`` on ``device``'s type, or a no-op for full precision."""
-    dtype = resolve_amp_dtype(amp)
+def autocast(device: torch.device | str, precision: AmpDtype) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``precision`` (``fp32``/``bf16``/``fp16`` or a dtype; ``auto`` resolved before, by
+    :func:`resolve_precision`) on ``device``'s type, or a no-op for full precision. The one autocast helper of
+    pre-training, the protocols and feature extraction."""
+    if precision == "auto":
+        raise ValueError("autocast needs a resolved precision; call maezoo.runtime.resolve_precision first")
+    dtype = resolve_amp_dtype(precision)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)

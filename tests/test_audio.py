@@ -163,7 +163,7 @@ def test_time_frequency_masking_for_pretraining_and_finetuning_with_soft_labels(
     y = torch.softmax(torch.randn(8, 3), -1)  # soft labels, as waveform mixup gives
     loader = [(x[:4], y[:4]), (x[4:], y[4:])]
     test = [(x, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))]
-    cfg = FinetuneConfig(epochs=1, lr=1e-3, warmup_epochs=0, mixup_prob=0.0, amp="fp32",
+    cfg = FinetuneConfig(epochs=1, lr=1e-3, warmup_epochs=0, mixup_prob=0.0, precision="fp32",
                          masking="time_frequency", masking_args={"time_ratio": 0.2, "freq_ratio": 0.2})
     res = finetune(m, loader, test, num_classes=3, cfg=cfg)
     assert res["steps"] == 2 and math.isfinite(res["train_loss"]) and 0 <= res["top1"] <= 100

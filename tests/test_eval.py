@@ -138,7 +138,7 @@ def test_partial_finetune_freezes_all_but_last_block(digits):
     (x, y), (xt, yt) = digits
     mae = tiny_mae(depth=3)
     before = copy.deepcopy(mae.state_dict())
-    cfg = FinetuneConfig(epochs=1, max_steps=4, lr=1e-2, trainable_blocks=1, mixup_prob=0.0, drop_path=0.0, amp="fp32")
+    cfg = FinetuneConfig(epochs=1, max_steps=4, lr=1e-2, trainable_blocks=1, mixup_prob=0.0, drop_path=0.0, precision="fp32")
     tr = DataLoader(TensorDataset(x[:128], y[:128]), batch_size=32)
     te = DataLoader(TensorDataset(xt[:64], yt[:64]), batch_size=64)
     clf0 = Classifier(mae, 10)
@@ -190,7 +190,7 @@ def test_finetune_tiny_vit_on_digits_beats_chance(digits):
     g = torch.Generator().manual_seed(0)
     tr = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True, generator=g, drop_last=True)
     te = DataLoader(TensorDataset(xt, yt), batch_size=256)
-    cfg = FinetuneConfig(epochs=4, lr=3e-3, warmup_epochs=0.5, mixup_prob=0.0, drop_path=0.0, amp="bf16", log_every=10)
+    cfg = FinetuneConfig(epochs=4, lr=3e-3, warmup_epochs=0.5, mixup_prob=0.0, drop_path=0.0, precision="bf16", log_every=10)
     logs: list[dict] = []
     res = finetune(tiny_mae(), tr, te, 10, cfg, log=logs.append)
     assert res["top1"] > 40.0, res  # chance is 10%
@@ -201,7 +201,7 @@ def test_finetune_mixup_only_for_images(digits):
     (x, y), (xt, yt) = digits
     tr = DataLoader(TensorDataset(x[:66], y[:66]), batch_size=33)  # odd batches: last sample dropped
     te = DataLoader(TensorDataset(xt[:32], yt[:32]), batch_size=32)
-    res = finetune(tiny_mae(), tr, te, 10, FinetuneConfig(epochs=1, lr=1e-3, amp="fp32"))
+    res = finetune(tiny_mae(), tr, te, 10, FinetuneConfig(epochs=1, lr=1e-3, precision="fp32"))
     assert res["mixup"] and res["steps"] == 2
 
 
@@ -224,3 +224,12 @@ def test_metrics_registry():
     assert get("metric", "top1")(logits, torch.tensor([1, 2])) == 50.0
     assert get("metric", "top5")(logits, torch.tensor([1, 2])) == 100.0
     assert get("metric", "accuracy")(logits, torch.tensor([1, -100])) == 100.0
+
+
+def test_the_old_amp_key_is_refused_naming_precision():
+    from maezoo.config import ConfigError, from_dict
+    from maezoo.eval.protocols import FinetuneSettings
+
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) amp in finetune; valid keys: .*precision"):
+        from_dict(FinetuneSettings, {"amp": "auto"}, "finetune")
+    assert from_dict(FinetuneSettings, {"precision": "bf16"}, "finetune").precision == "bf16"

@@ -104,18 +104,18 @@ def test_finetune_trains_multi_hot_targets_with_bce_and_reports_map():
     train = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     test = DataLoader(TensorDataset(xt, yt), batch_size=48)
     assert resolve_task("auto", train, test, 4) == "multilabel"  # float [C] labels, no flag on the dataset
-    cfg = FinetuneConfig(epochs=6, lr=5e-3, warmup_epochs=0, mixup_prob=0.0, label_smoothing=0.0, amp="fp32",
+    cfg = FinetuneConfig(epochs=6, lr=5e-3, warmup_epochs=0, mixup_prob=0.0, label_smoothing=0.0, precision="fp32",
                          layer_decay=None)
     res = finetune(tiny_image_mae(), train, test, 4, cfg)
     assert res["task"] == "multilabel" and "top1" not in res and res["mAP"] > 90  # measured 95.6; untrained ~40
     before = evaluate(Classifier(tiny_image_mae(), 4), test, task="multilabel")  # the untrained head
     assert res["mAP"] > before["mAP"] + 15 and math.isfinite(res["test_loss"])
     # image mixup/cutmix mixes the multi-hot rows (timm's multi-label mixup) instead of failing on class ids
-    mixed = finetune(tiny_image_mae(), train, test, 4, FinetuneConfig(epochs=1, lr=2e-3, amp="fp32"))
+    mixed = finetune(tiny_image_mae(), train, test, 4, FinetuneConfig(epochs=1, lr=2e-3, precision="fp32"))
     assert mixed["mixup"] and 0 <= mixed["mAP"] <= 100 and math.isfinite(mixed["train_loss"])
     with pytest.raises(ValueError, match="multi-hot float labels"):  # class ids under task=multilabel
         finetune(tiny_image_mae(), DataLoader(TensorDataset(x, y.argmax(1)), batch_size=32), test, 4,
-                 FinetuneConfig(epochs=1, lr=1e-3, amp="fp32", task="multilabel"))
+                 FinetuneConfig(epochs=1, lr=1e-3, precision="fp32", task="multilabel"))
 
 
 def test_single_label_data_resolves_to_classification_and_leaves_the_generator_alone():

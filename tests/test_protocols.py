@@ -69,7 +69,7 @@ def test_finetune_input_masking_drops_tokens_in_training_only():
     clf(x)
     assert seen == [8, 16]  # 16 tokens, half dropped while training, all at test time
     loader = DataLoader(TensorDataset(torch.randn(32, 1, 16, 16), torch.randint(0, 10, (32,))), batch_size=16)
-    cfg = FinetuneConfig(epochs=1, mixup_prob=0.0, amp="fp32", masking="random", masking_args={"ratio": 0.5},
+    cfg = FinetuneConfig(epochs=1, mixup_prob=0.0, precision="fp32", masking="random", masking_args={"ratio": 0.5},
                          layer_decay=None, drop_path=0.0)
     out = finetune(mae, loader, loader, 10, cfg)
     assert out["steps"] == 2

@@ -50,3 +50,10 @@ def collate_skip_bad(batch: list[Any], collate: Callable[[list[Any]], Any] | Non
     return ``(batch or None, number of bad samples)``."""
     good = [b for b in batch if b is not None]
     return ((collate or default_collate)(good) if good else None), len(batch) - len(good)
+
+
+def collate_counted(batch: list[Any], collate: Callable[[list[Any]], Any] | None = None) -> tuple[Any, int, int]:
+    """``(batch or None, samples that failed to load, samples that loaded)``: the engine counts samples where
+    they are drawn, so it needs no knowledge of what a collated batch is (tensors, dicts of views, PyG batches)."""
+    out, n_bad = collate_skip_bad(batch, collate)
+    return out, n_bad, len(batch) - n_bad

@@ -16,7 +16,7 @@ per rank, ``m`` the fewest whole batches any slot of any rank holds (the rest of
 K``, and skips the samples before them without decoding them.
 
 Samples are decoded only after the shuffle; a sample that fails to decode becomes ``None`` (skipped and counted
-by :func:`maezoo.data.robust.collate_skip_bad`, like the map-style loader's), and a shard that ends early
+by :func:`maezoo.data.robust.collate_counted`, like the map-style loader's), and a shard that ends early
 (truncated, unreadable) counts each of its missing samples as bad. Each sample's augmentation is seeded from
 ``(seed, epoch, sample id)``, the id its position in the index, as for map-style datasets.
 
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from maezoo.data.robust import collate_skip_bad
+from maezoo.data.robust import collate_counted
 from maezoo.registry import register
 
 INDEX = "shards.json"
@@ -279,7 +279,7 @@ class ShardDataset(IterableDataset):
         np.random.seed(seed % 2**32)
         try:
             return self.decode(raw)
-        except Exception as exc:  # corrupt sample: skipped and counted by collate_skip_bad
+        except Exception as exc:  # corrupt sample: skipped and counted by collate_counted
             self._warn(f"skipping sample {raw.get('__key__', sid)} of {raw.get('__url__', '?')}: "
                        f"{type(exc).__name__}: {exc}")
             return None
@@ -330,7 +330,7 @@ class ShardDataset(IterableDataset):
         slots = max(1, num_workers)
         self.configure(rank, world, batch_size, start, slots)
         return DataLoader(self, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                          collate_fn=functools.partial(collate_skip_bad, collate=collate),
+                          collate_fn=functools.partial(collate_counted, collate=collate),
                           persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
 
 

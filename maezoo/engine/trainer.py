@@ -15,7 +15,8 @@ What it guarantees:
       run (or skips the step) naming the step.
     * DDP under ``torchrun`` (NCCL or gloo), identical weights on every rank.
     * Exact resume: every random choice of step ``s`` (masks, drop path, augmentation of each sample) is
-      seeded from ``(seed, s, rank)`` and the sample index, so a run resumed from any checkpoint ends with
+      seeded from ``(seed, s, rank)`` and the sample index (masks from ``(seed, s)`` and the sample's place in the
+      global batch, so any number of ranks draws the masks one process draws), so a run resumed from any checkpoint ends with
       bit-identical weights to one that never stopped. SIGTERM or SIGINT (to the main process or the whole
       process group, DataLoader workers included: they ignore both) ends the current step, writes a checkpoint,
       prints one line and raises :class:`Interrupted` (exit code 143 or 130). A damaged
@@ -40,7 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,14 +51,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from maezoo.config import ConfigError, option
-from maezoo.data.robust import RobustDataset, collate_skip_bad
+from maezoo.data.robust import RobustDataset, collate_counted
 from maezoo.engine import checkpoint as ckpt
 from maezoo.engine import fsdp
 from maezoo.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, wrap_model
 from maezoo.engine.logging import MetricsLogger, Progress, update_env
 from maezoo.engine.sample_seeding import global_batch_mask
-from maezoo.optim import Schedule, build_optimizer, clip_grad, scaled_lr, schedule_lr, set_lr
+from maezoo.optim import Schedule, build_optimizer, scaled_lr, schedule_lr, set_lr
 from maezoo.runtime import resolve_device, resolve_precision, resolve_threads, set_threads, to_device
+from maezoo.step import NonFiniteLossError, OptimStep
 
 
 @dataclass
@@ -145,10 +147,6 @@ class TrainSummary:
         return asdict(self)
 
 
-class NonFiniteLossError(RuntimeError):
-    pass
-
-
 class BadDataError(RuntimeError):
     pass
 
@@ -179,12 +177,6 @@ def ignore_stop_signals(worker_id: int = 0) -> None:  # noqa: ARG001
     process can finish its step and write the checkpoint with the workers still serving it."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def step_seed(seed: int, step: int, rank: int, micro: int = 0) -> int:
@@ -237,20 +229,6 @@ def default_input(batch: Any) -> Any:
     return batch[0] if isinstance(batch, (list, tuple)) else batch
 
 
-def num_samples(x: Any) -> int:
-    """Samples in a model input: a tensor's first dimension, a PyG batch's graphs, a container's first entry."""
-    if isinstance(x, torch.Tensor):
-        return int(x.shape[0]) if x.dim() else 1
-    n = getattr(x, "num_graphs", None)
-    if isinstance(n, int):
-        return n
-    if isinstance(x, dict) and x:
-        return num_samples(next(iter(x.values())))
-    if isinstance(x, list | tuple) and x:
-        return num_samples(x[0])
-    return 1
-
-
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     st = {
@@ -272,6 +250,52 @@ def _set_rng_state(st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+#: what to change when pre-training meets a NaN/inf loss
+NONFINITE_HINT = ("lower the learning rate, set trainer.clip_grad, use trainer.precision=fp32, or trainer.nonfinite=skip "
+                  "to skip such steps")
+Callback = Callable[[int, nn.Module], "dict[str, float] | None"]
+
+
+@dataclass
+class _Run:
+    """The state of one :meth:`Trainer.fit` call, shared by its phases."""
+
+    model: nn.Module
+    train_model: nn.Module  # ``model`` under the DDP and compile wrappers
+    run_dir: Path
+    build_spec: dict[str, Any]
+    info: DistInfo
+    device: torch.device
+    stepper: OptimStep
+    total: int
+    steps_per_epoch: int
+    warmup: int
+    peak_lr: float
+    eff_batch: int
+    input_fn: Callable[[Any], Any]
+    callbacks: list[Callback]
+    after_step: Callable[[int], Any] | None
+    lr: float
+    logger: MetricsLogger | None = None
+    progress: Progress | None = None
+    start_step: int = 0
+    step: int = 0
+    done_here: int = 0
+    resumed_from: int | None = None
+    prior_wall: float = 0.0
+    counters: dict[str, int] = field(default_factory=lambda: {"bad": 0, "seen": 0, "skipped": 0})
+    step_losses: dict[str, float] = field(default_factory=dict)
+    loss_val: float = float("nan")
+    t_start: float = 0.0
+    wait_total: float = 0.0
+    win_t: float = 0.0
+    win_samples: int = 0
+    #: FSDP2 (``trainer.distributed: fsdp`` under torchrun): blocks sharded, DCP checkpoints
+    sharded: bool = False
+    #: the dataset is a stream of shards (``maezoo.data.shards``): its loader slots fix the sample order
+    stream: bool = False
+
+
 class Trainer:
     def __init__(self, cfg: TrainerConfig, seed: int = 0) -> None:
         self.cfg, self.seed = cfg, seed
@@ -287,7 +311,7 @@ class Trainer:
         sampler = StepBatchSampler(len(dataset), cfg.batch_size, self.seed, info.rank, info.world_size, start,  # type: ignore[arg-type]
                                    shuffle=cfg.shuffle, drop_last=cfg.drop_last)
         nw = cfg.num_workers
-        collate = functools.partial(collate_skip_bad, collate=getattr(dataset, "collate_fn", None))
+        collate = functools.partial(collate_counted, collate=getattr(dataset, "collate_fn", None))
         return DataLoader(
             RobustDataset(dataset), batch_sampler=sampler, num_workers=nw, collate_fn=collate,
             pin_memory=self.device.type == "cuda", persistent_workers=nw > 0, prefetch_factor=4 if nw > 0 else None,
@@ -346,16 +370,17 @@ class Trainer:
         finally:
             _set_rng_state(state)
         x = to_device(input_fn(batch), self.device)
-        twins: list[nn.Module] = []
+        twins: list[tuple[nn.Module, OptimStep]] = []
 
         def step() -> None:
             if not twins:  # copied only when the probe runs (two or more free cores)
-                twins.append(copy.deepcopy(model).to(self.device).train())
-            twin = twins[0]
-            with autocast(self.device, self.precision):
+                twin = copy.deepcopy(model).to(self.device).train()
+                twins.append((twin, OptimStep(torch.optim.SGD(twin.parameters(), lr=0.0), self.precision, self.device)))
+            twin, stepper = twins[0]
+            with stepper.autocast():
                 out = twin(x, generator=torch.Generator().manual_seed(0))
-            out.loss.backward()
-            twin.zero_grad(set_to_none=True)
+            stepper.backprop(out.loss)  # forward and backward timed; the optimiser's share does not decide threads
+            stepper.zero_grad()
 
         return step
 
@@ -371,7 +396,29 @@ class Trainer:
         input_fn: Callable[[Any], Any] = default_input,
         callbacks: list[Callable[[int, nn.Module], dict[str, float] | None]] | None = None,
     ) -> TrainSummary:
-        cfg, run_dir = self.cfg, Path(run_dir)
+        """Pre-train ``model`` on ``dataset`` into ``run_dir`` (from its newest checkpoint with ``resume``).
+
+        Phases: :meth:`_setup` (device, plan, optimiser), :meth:`_restore` (resume), :meth:`_start` (wrapping,
+        logging, header), then per step :meth:`_step`, :meth:`_log`, callbacks and :meth:`_save`, and finally
+        the weights and the summary.
+        """
+        run = self._setup(model, dataset, Path(run_dir), build_spec, input_fn, callbacks or [])
+        if resume:
+            self._restore(run)
+        self._start(run, resume)
+        interrupted = self._loop(run, dataset)
+        wall = time.perf_counter() - run.t_start
+        if interrupted is not None:
+            if run.info.is_main:
+                print(interrupted.message, file=sys.stderr, flush=True)
+            raise interrupted
+        self._finish(run)
+        return self._summary(run, wall)
+
+    def _setup(self, model: nn.Module, dataset: Dataset, run_dir: Path, build_spec: dict[str, Any],
+               input_fn: Callable[[Any], Any], callbacks: list[Callback]) -> _Run:
+        """Device, precision and threads; DDP; the plan of the run; the optimiser and its step helper."""
+        cfg = self.cfg
         device = self.configure(model, dataset, input_fn)
         info = init_distributed(device)
         if info.is_main:
@@ -388,204 +435,217 @@ class Trainer:
         peak_lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.base_lr, eff_batch)
         opt = build_optimizer(model, peak_lr, cfg.weight_decay, tuple(cfg.betas), name=cfg.optimizer,  # type: ignore[arg-type]
                               decay=cfg.decay)
-        scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        stepper = OptimStep(opt, self.precision, device, clip_grad=cfg.clip_grad, params=model.parameters(),
+                            nonfinite=cfg.nonfinite, name="", hint=NONFINITE_HINT)
+        return _Run(model=model, train_model=model, run_dir=run_dir, build_spec=build_spec, info=info,
+                    device=device, stepper=stepper, total=total, steps_per_epoch=steps_per_epoch, warmup=warmup,
+                    peak_lr=peak_lr, eff_batch=eff_batch, input_fn=input_fn, callbacks=callbacks, lr=peak_lr,
+                    after_step=getattr(model, "after_optimizer_step", None), sharded=sharded,
+                    stream=stream is not None)
 
-        start_step, resumed_from, prior_wall = 0, None, 0.0
-        counters = {"bad": 0, "seen": 0, "skipped": 0}
-        if resume:
-            if sharded:
-                latest = ckpt.latest_checkpoint(run_dir)
-                if latest is None:
-                    raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {run_dir / ckpt.CKPT_DIR}")
-                state = ckpt.load_state(latest)
-                fsdp.load_dcp(run_dir, state["dcp"], model, opt)
-            else:
-                latest, state = ckpt.load_latest_valid(run_dir, model)
-            saved = (int(state.get("world_size", info.world_size)), int(state.get("effective_batch", eff_batch)))
-            if saved != (info.world_size, eff_batch):
-                raise ConfigError(
-                    f"{latest} was written by {saved[0]} process(es) with an effective batch of {saved[1]}; this "
-                    f"resume has {info.world_size} and {eff_batch}. Resume with the same number of processes and "
-                    "trainer.batch_size/accum_steps, or start a new run"
-                )
-            slots = max(1, cfg.num_workers)
-            if stream is not None and int(state.get("data_slots", slots)) != slots:
-                raise ConfigError(f"{latest} streamed its shards through {state['data_slots']} loader slot(s) "
-                                  f"(trainer.num_workers); resume with trainer.num_workers={state['data_slots']}, "
-                                  "which fixes the order of the samples")
-            if cfg.threads == "auto" and state.get("threads"):
-                # the same thread count as before the interruption: float reductions, and so the weights,
-                # then match an uninterrupted run bit for bit
-                self.threads = int(state["threads"])
-                set_threads(self.threads)
-            if not sharded:
-                opt.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
-            start_step = resumed_from = int(state["step"])
-            counters = dict(state["counters"])
-            prior_wall = float(counters.pop("wall_s", 0.0))
-            if info.is_main:
-                print(f"resuming from {latest} (step {start_step}/{total})", flush=True)
+    def _restore(self, run: _Run) -> None:
+        """Weights, optimiser, scaler, RNG, counters and thread count from the newest readable checkpoint."""
+        cfg, info = self.cfg, run.info
+        if run.sharded:
+            latest = ckpt.latest_checkpoint(run.run_dir)
+            if latest is None:
+                raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {run.run_dir / ckpt.CKPT_DIR}")
+            state = ckpt.load_state(latest)
+            fsdp.load_dcp(run.run_dir, state["dcp"], run.model, run.stepper.optimizer)
+        else:
+            latest, state = ckpt.load_latest_valid(run.run_dir, run.model)
+        saved = (int(state.get("world_size", info.world_size)), int(state.get("effective_batch", run.eff_batch)))
+        if saved != (info.world_size, run.eff_batch):
+            raise ConfigError(
+                f"{latest} was written by {saved[0]} process(es) with an effective batch of {saved[1]}; this "
+                f"resume has {info.world_size} and {run.eff_batch}. Resume with the same number of processes and "
+                "trainer.batch_size/accum_steps, or start a new run"
+            )
+        slots = max(1, cfg.num_workers)
+        if run.stream and int(state.get("data_slots", slots)) != slots:
+            raise ConfigError(f"{latest} streamed its shards through {state['data_slots']} loader slot(s) "
+                              f"(trainer.num_workers); resume with trainer.num_workers={state['data_slots']}, "
+                              "which fixes the order of the samples")
+        if cfg.threads == "auto" and state.get("threads"):
+            # the same thread count as before the interruption: float reductions, and so the weights,
+            # then match an uninterrupted run bit for bit
+            self.threads = int(state["threads"])
+            set_threads(self.threads)
+        if not run.sharded:  # DCP restored the sharded optimiser state above
+            run.stepper.optimizer.load_state_dict(state["optimizer"])
+        run.stepper.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
+        run.start_step = run.step = run.resumed_from = int(state["step"])
+        run.counters = dict(state["counters"])
+        run.prior_wall = float(run.counters.pop("wall_s", 0.0))
+        if info.is_main:
+            print(f"resuming from {latest} (step {run.start_step}/{run.total})", flush=True)
 
+    def _start(self, run: _Run, resume: bool) -> None:
+        """DDP and compile wrappers, the metrics log, the run header, the progress display."""
+        cfg, info = self.cfg, run.info
         # DDP first, compile around it: the compiler then splits the graph at DDP's bucket boundaries, so the
         # gradient all-reduce overlaps the backward pass (compiling inside DDP loses that overlap)
-        train_model = model if sharded else wrap_model(model, info, device, cfg.distributed)
-        train_model = torch.compile(train_model) if cfg.compile else train_model
-        logger = MetricsLogger(run_dir, enabled=info.is_main, resume_step=start_step if resume else None)
-        runtime = {"device": str(device), "precision": self.precision, "precision_setting": cfg.precision,
-                   "threads": self.threads, "threads_setting": cfg.threads, "total_steps": total,
-                   "steps_per_epoch": steps_per_epoch, "peak_lr": peak_lr, "effective_batch": eff_batch}
+        train_model = run.model if run.sharded else wrap_model(run.model, info, run.device, cfg.distributed)
+        run.train_model = torch.compile(train_model) if cfg.compile else train_model
+        run.logger = MetricsLogger(run.run_dir, enabled=info.is_main, resume_step=run.start_step if resume else None)
+        runtime = {"device": str(run.device), "precision": self.precision, "precision_setting": cfg.precision,
+                   "threads": self.threads, "threads_setting": cfg.threads, "total_steps": run.total,
+                   "steps_per_epoch": run.steps_per_epoch, "peak_lr": run.peak_lr, "effective_batch": run.eff_batch}
         if info.is_main:
-            update_env(run_dir, {"runtime": runtime})
-            length = f"{total} steps" + (f" ({cfg.epochs} epochs x {steps_per_epoch})" if cfg.max_steps is None else "")
-            print(f"pre-training: {length}, batch {eff_batch}, lr {peak_lr:.3g}, device {device}, precision "
-                  f"{self.precision} ({cfg.precision}), threads {self.threads} ({cfg.threads})", flush=True)
-        progress = Progress(total, start_step, cfg.progress and info.is_main, cfg.log_every)
+            update_env(run.run_dir, {"runtime": runtime})
+            length = f"{run.total} steps" + (
+                f" ({cfg.epochs} epochs x {run.steps_per_epoch})" if cfg.max_steps is None else "")
+            print(f"pre-training: {length}, batch {run.eff_batch}, lr {run.peak_lr:.3g}, device {run.device}, "
+                  f"precision {self.precision} ({cfg.precision}), threads {self.threads} ({cfg.threads})", flush=True)
+        run.progress = Progress(run.total, run.start_step, cfg.progress and info.is_main, cfg.log_every)
+
+    def _loop(self, run: _Run, dataset: Dataset) -> Interrupted | None:
+        """Steps until the end of the run, ``stop_after`` or a stop signal (returned, after its checkpoint)."""
+        cfg = self.cfg
         self._signal = None
         old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS} if _main_thread() else {}
-        t_start = time.perf_counter()
-
-        def save(step: int) -> None:
-            rngs = [_rng_state()]
-            if info.enabled:  # every rank's RNG, gathered to rank 0
-                gathered: list[Any] = [None] * info.world_size
-                torch.distributed.all_gather_object(gathered, rngs[0])
-                rngs = gathered
-            weights: Any = model
-            extra: dict[str, Any] = {}
-            if sharded:  # every rank writes its shards (DCP); rank 0 also keeps the full weights
-                kept = {int(p.name.split("_")[1]) for p in ckpt.complete_checkpoints(run_dir)[: max(0, cfg.keep_last - 1)]}
-                extra["dcp"] = fsdp.save_dcp(run_dir, step, model, opt, kept)
-                weights = fsdp.FullWeights(fsdp.full_state(model))
-            if info.is_main:
-                wall = prior_wall + time.perf_counter() - t_start
-                state = {"step": step, "optimizer": {} if sharded else opt.state_dict(), **extra,
-                         "scaler": scaler.state_dict(), "rng": rngs,
-                         "counters": {**counters, "wall_s": wall}, "world_size": info.world_size,
-                         "effective_batch": eff_batch, "threads": self.threads,
-                         "data_slots": max(1, cfg.num_workers)}
-                ckpt.save_checkpoint(run_dir, step, weights, build_spec, state, cfg.keep_last)
-            barrier(info)
-
-        loader = self._loader(dataset, info, start_step * cfg.accum_steps)
-        it = iter(loader)
-        after_step = getattr(model, "after_optimizer_step", None)
-        core = ckpt.unwrap(model)
-        wait_total, loss_val, lr, step, done_here = 0.0, float("nan"), peak_lr, start_step, 0
-        win_t, win_samples = time.perf_counter(), 0
-        interrupted: Interrupted | None = None
+        run.t_start = time.perf_counter()
+        it = iter(self._loader(dataset, run.info, run.start_step * cfg.accum_steps))
+        run.win_t = time.perf_counter()
         try:
-            while step < total:
-                lr = schedule_lr(cfg.schedule, step, total, peak_lr, warmup, cfg.min_lr, steps_per_epoch)
-                set_lr(opt, lr)
-                opt.zero_grad(set_to_none=True)
-                step_losses: dict[str, float] = {}
-                step_total = 0.0
-                finite = True
-                for micro in range(cfg.accum_steps):
-                    t0 = time.perf_counter()
-                    batch, n_bad = next(it)
-                    wait_total += time.perf_counter() - t0
-                    counters["bad"] += n_bad
-                    counters["seen"] += cfg.batch_size
-                    if batch is None:
-                        finite = False
-                        continue
-                    s = step_seed(self.seed, step, info.rank, micro)
-                    torch.manual_seed(s)
-                    gen = torch.Generator(device=device).manual_seed(s)
-                    x = to_device(input_fn(batch), device)
-                    # masks per sample: the global batch's, drawn alike on every rank (sample_seeding.py)
-                    mask_gen = torch.Generator(device=device).manual_seed(step_seed(self.seed, step, 0, micro))
-                    mask = global_batch_mask(core, x, mask_gen, info.rank, info.world_size)
-                    kw = {"generator": gen} if mask is None else {"generator": gen, "mask": mask}
-                    sync = micro == cfg.accum_steps - 1 or not info.enabled
-                    with (train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else nullcontext()):
-                        with autocast(device, self.precision):
-                            out = train_model(x, **kw)
-                        loss = out.loss / cfg.accum_steps
-                        loss_now = float(loss.detach())  # one host sync per micro-step, shared by guard and log
-                        if not math.isfinite(loss_now):
-                            finite = False
-                        step_total += loss_now
-                        scaler.scale(loss).backward()
-                    terms = getattr(out, "losses", None) or {}
-                    if len(terms) > 1:
-                        for k, v in terms.items():
-                            step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / cfg.accum_steps
-                    win_samples += num_samples(x)
-                self._check_bad(counters)
-                if info.enabled:
-                    ok = torch.tensor(1.0 if finite else 0.0, device=device)
-                    finite = bool(all_reduce_mean(ok, info).item() == 1.0)
-                if not finite:
-                    if cfg.nonfinite == "stop":
-                        raise NonFiniteLossError(
-                            f"non-finite loss at step {step} (loss {step_total}, terms {step_losses}); lower the "
-                            "learning rate, set trainer.clip_grad, use trainer.precision=fp32, or "
-                            "trainer.nonfinite=skip to skip such steps"
-                        )
-                    counters["skipped"] += 1
-                    opt.zero_grad(set_to_none=True)
-                else:
-                    scaler.unscale_(opt)
-                    clip_grad(model.parameters(), cfg.clip_grad)
-                    scaler.step(opt)
-                    scaler.update()
-                    if after_step is not None:
-                        after_step(step)
-                    loss_val = step_total  # the optimised total, whatever terms it sums
-                step += 1
-                done_here += 1
-                if step % cfg.log_every == 0 or step == total:
-                    if info.enabled:  # the logged loss is the mean over ranks, not rank 0's own
-                        loss_val = float(all_reduce_mean(torch.tensor([loss_val], device=device), info).item())
-                    now = time.perf_counter()
-                    sps = win_samples * info.world_size / max(now - win_t, 1e-9)
-                    metrics = {"loss": loss_val, "lr": lr, "samples_per_s": sps,
-                               "data_wait_share": wait_total / max(now - t_start, 1e-9)}
-                    metrics.update({f"loss_{k}": v for k, v in step_losses.items()})
-                    logger.log(step, metrics, prefix="train/")
-                    win_t, win_samples = now, 0
-                progress.update(step, {"loss": loss_val, "lr": lr})
-                for cb in callbacks or []:
-                    extra = cb(step, ckpt.unwrap(train_model))
+            while run.step < run.total:
+                self._step(run, it)
+                self._log(run)
+                for cb in run.callbacks:
+                    extra = cb(run.step, ckpt.unwrap(run.train_model))
                     if extra:
-                        logger.log(step, extra)
-                if step % cfg.ckpt_every == 0 or step == total:
-                    save(step)
+                        run.logger.log(run.step, extra)
+                due = run.step % cfg.ckpt_every == 0 or run.step == run.total
+                if due or self._signal is not None:
+                    self._save(run)
                 if self._signal is not None:
-                    if step % cfg.ckpt_every and step != total:
-                        save(step)
-                    interrupted = Interrupted(self._signal, step, run_dir)
-                    break
-                if cfg.stop_after and done_here >= cfg.stop_after:
+                    return Interrupted(self._signal, run.step, run.run_dir)
+                if cfg.stop_after and run.done_here >= cfg.stop_after:
                     break
         finally:
             _shut_down(it)
-            progress.close()
-            logger.close()
+            run.progress.close()
+            run.logger.close()
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-        if interrupted is not None:
-            if info.is_main:
-                print(interrupted.message, file=sys.stderr, flush=True)
-            raise interrupted
-        wall = time.perf_counter() - t_start
-        final: Any = fsdp.FullWeights(fsdp.full_state(model)) if sharded else model  # a collective under FSDP
-        if step == total and info.is_main:
-            ckpt.save_model(final, run_dir, build_spec)
-        if cfg.save_all_ranks and not sharded:
+        return None
+
+    def _step(self, run: _Run, it: Iterator[Any]) -> None:
+        """One optimiser step over ``accum_steps`` micro-batches (seeded by step, rank and micro-batch)."""
+        cfg, info = self.cfg, run.info
+        run.lr = schedule_lr(cfg.schedule, run.step, run.total, run.peak_lr, run.warmup, cfg.min_lr,
+                             run.steps_per_epoch)
+        set_lr(run.stepper.optimizer, run.lr)
+        run.stepper.zero_grad()
+        run.step_losses, total, finite = {}, 0.0, True
+        for micro in range(cfg.accum_steps):
+            value = self._micro(run, it, micro)
+            finite = finite and value is not None and math.isfinite(value)
+            total += value if value is not None else 0.0
+        self._check_bad(run.counters)
+        if info.enabled:
+            ok = torch.tensor(1.0 if finite else 0.0, device=run.device)
+            finite = bool(all_reduce_mean(ok, info).item() == 1.0)
+        if run.stepper.update(run.step, total, finite=finite, detail=f", terms {run.step_losses}"):
+            if run.after_step is not None:
+                run.after_step(run.step)
+            run.loss_val = total  # the optimised total, whatever terms it sums
+        else:
+            run.counters["skipped"] += 1
+        run.step += 1
+        run.done_here += 1
+
+    def _micro(self, run: _Run, it: Iterator[Any], micro: int) -> float | None:
+        """Forward and backward of one micro-batch; its loss share, or ``None`` when every sample failed to load."""
+        cfg, info = self.cfg, run.info
+        t0 = time.perf_counter()
+        batch, n_bad, n_good = next(it)
+        run.wait_total += time.perf_counter() - t0
+        run.counters["bad"] += n_bad
+        run.counters["seen"] += cfg.batch_size
+        if batch is None:
+            return None
+        s = step_seed(self.seed, run.step, info.rank, micro)
+        torch.manual_seed(s)
+        gen = torch.Generator(device=run.device).manual_seed(s)
+        x = to_device(run.input_fn(batch), run.device)
+        # masks per sample: the global batch's, drawn alike on every rank (sample_seeding.py)
+        mask_gen = torch.Generator(device=run.device).manual_seed(step_seed(self.seed, run.step, 0, micro))
+        mask = global_batch_mask(ckpt.unwrap(run.model), x, mask_gen, info.rank, info.world_size)
+        kw = {"generator": gen} if mask is None else {"generator": gen, "mask": mask}
+        sync = micro == cfg.accum_steps - 1 or not info.enabled
+        no_sync = getattr(run.train_model, "no_sync", None)
+        with no_sync() if not sync and no_sync is not None else nullcontext():
+            with run.stepper.autocast():
+                out = run.train_model(x, **kw)
+            loss = out.loss / cfg.accum_steps
+            value = float(loss.detach())  # one host sync per micro-step, shared by the guard and the log
+            run.stepper.backprop(loss)
+        terms = getattr(out, "losses", None) or {}
+        if len(terms) > 1:
+            for k, v in terms.items():
+                run.step_losses[k] = run.step_losses.get(k, 0.0) + float(v.detach()) / cfg.accum_steps
+        run.win_samples += n_good
+        return value
+
+    def _log(self, run: _Run) -> None:
+        """``train/*`` metrics every ``log_every`` steps and at the end; the progress display every step."""
+        cfg = self.cfg
+        if run.step % cfg.log_every == 0 or run.step == run.total:
+            if run.info.enabled:  # the logged loss is the mean over ranks, not rank 0's own
+                run.loss_val = float(all_reduce_mean(torch.tensor([run.loss_val], device=run.device), run.info).item())
+            now = time.perf_counter()
+            sps = run.win_samples * run.info.world_size / max(now - run.win_t, 1e-9)
+            metrics = {"loss": run.loss_val, "lr": run.lr, "samples_per_s": sps,
+                       "data_wait_share": run.wait_total / max(now - run.t_start, 1e-9)}
+            metrics.update({f"loss_{k}": v for k, v in run.step_losses.items()})
+            run.logger.log(run.step, metrics, prefix="train/")
+            run.win_t, run.win_samples = now, 0
+        run.progress.update(run.step, {"loss": run.loss_val, "lr": run.lr})
+
+    def _save(self, run: _Run) -> None:
+        """A checkpoint of the current step (every rank's RNG gathered to rank 0, which writes it)."""
+        info = run.info
+        rngs = [_rng_state()]
+        if info.enabled:
+            gathered: list[Any] = [None] * info.world_size
+            torch.distributed.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        weights: Any = run.model
+        extra: dict[str, Any] = {"optimizer": run.stepper.optimizer.state_dict()} if not run.sharded else {}
+        if run.sharded:  # every rank writes its shards (DCP); rank 0 also keeps the full weights
+            keep = self.cfg.keep_last - 1
+            kept = {int(p.name.split("_")[1]) for p in ckpt.complete_checkpoints(run.run_dir)[: max(0, keep)]}
+            extra = {"optimizer": {}, "dcp": fsdp.save_dcp(run.run_dir, run.step, run.model, run.stepper.optimizer, kept)}
+            weights = fsdp.FullWeights(fsdp.full_state(run.model))
+        if info.is_main:
+            wall = run.prior_wall + time.perf_counter() - run.t_start
+            state = {"step": run.step, **extra, "scaler": run.stepper.scaler.state_dict(), "rng": rngs,
+                     "counters": {**run.counters, "wall_s": wall}, "world_size": info.world_size,
+                     "effective_batch": run.eff_batch, "threads": self.threads,
+                     "data_slots": max(1, self.cfg.num_workers)}
+            ckpt.save_checkpoint(run.run_dir, run.step, weights, run.build_spec, state, self.cfg.keep_last)
+        barrier(info)
+
+    def _finish(self, run: _Run) -> None:
+        """The final weights (at the end of the run), every rank's copy when asked, the bad-sample check."""
+        final: Any = fsdp.FullWeights(fsdp.full_state(run.model)) if run.sharded else run.model  # a collective
+        if run.step == run.total and run.info.is_main:
+            ckpt.save_model(final, run.run_dir, run.build_spec)
+        if self.cfg.save_all_ranks and not run.sharded:
             from safetensors.torch import save_file
 
-            save_file(ckpt.model_state(model), str(run_dir / f"rank{info.rank}.safetensors"))
-        self._check_bad(counters, final=True)
+            save_file(ckpt.model_state(run.model), str(run.run_dir / f"rank{run.info.rank}.safetensors"))
+        self._check_bad(run.counters, final=True)
+
+    def _summary(self, run: _Run, wall: float) -> TrainSummary:
+        c = run.counters
         return TrainSummary(
-            steps=step, wall_time_s=wall, samples_per_s=done_here * eff_batch / max(wall, 1e-9),
-            data_wait_share=wait_total / max(wall, 1e-9), final_loss=loss_val, lr=peak_lr, effective_batch=eff_batch,
-            bad_samples=counters["bad"], seen_samples=counters["seen"], skipped_steps=counters["skipped"],
-            resumed_from=resumed_from, steps_this_process=done_here, total_wall_time_s=prior_wall + wall,
+            steps=run.step, wall_time_s=wall, samples_per_s=run.done_here * run.eff_batch / max(wall, 1e-9),
+            data_wait_share=run.wait_total / max(wall, 1e-9), final_loss=run.loss_val, lr=run.peak_lr,
+            effective_batch=run.eff_batch, bad_samples=c["bad"], seen_samples=c["seen"], skipped_steps=c["skipped"],
+            resumed_from=run.resumed_from, steps_this_process=run.done_here, total_wall_time_s=run.prior_wall + wall,
             precision=self.precision, threads=self.threads,
         )
 
@@ -613,4 +673,5 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-__all__ = ["BadDataError", "Interrupted", "NonFiniteLossError", "StepBatchSampler", "Trainer", "TrainerConfig", "TrainSummary", "num_samples"]
+__all__ = ["BadDataError", "Interrupted", "NonFiniteLossError", "StepBatchSampler", "Trainer", "TrainerConfig",
+           "TrainSummary"]

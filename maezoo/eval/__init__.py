@@ -9,7 +9,7 @@ Typical chain after pre-training a :class:`~maezoo.core.MaskedAutoencoder` ``mae
     ev.linear_probe(tr_f, tr_y, te_f, te_y, epochs=90)             # {"top1", "top5", ...}
     ev.finetune(mae, train_loader, test_loader, 10, ev.FinetuneConfig(epochs=100))
     ev.finetune(mae, train_loader, test_loader, 10, ev.FinetuneConfig(trainable_blocks=1))
-    ev.from_scratch(builder, train_loader, test_loader, 10, ev.FinetuneConfig(), **builder_kwargs)
+    ev.finetune(builder(**builder_kwargs), train_loader, test_loader, 10, ev.FinetuneConfig())  # from scratch
 
 Importing this package registers the metrics (kind ``"metric"``): top1, top5, accuracy, mAP, mse, mae; and the
 protocols (kind ``"protocol"``, :mod:`maezoo.eval.protocols`): knn, linprobe, finetune, partial_finetune,
@@ -28,7 +28,6 @@ from maezoo.eval.finetune import (
     build_finetune_optimizer,
     evaluate,
     finetune,
-    from_scratch,
     set_drop_path,
     train_classifier,
 )
@@ -42,6 +41,6 @@ register("head", "classifier", Classifier)  # tokenizer + encoder + pooled head,
 
 __all__ = [
     "LARS", "Classifier", "FinetuneConfig", "KNNMonitor", "LinearHead", "build_finetune_optimizer", "evaluate",
-    "extract_features", "finetune", "from_scratch", "higher_is_better", "knn_classify", "knn_scores",
+    "extract_features", "finetune", "higher_is_better", "knn_classify", "knn_scores",
     "linear_probe", "metrics", "set_drop_path", "topk_accuracy", "train_classifier",
 ]

@@ -6,13 +6,13 @@
   encoder's own final norm is then replaced by ``Identity`` (as MAE's ``global_pool`` does). Drop
   path rates increase linearly with depth, ``0 .. drop_path``.
 * :func:`finetune` trains it with AdamW, layer-wise lr decay, per-step warm-up + cosine, gradient
-  clipping, label smoothing and (images only) mixup/cutmix, then reports top-1/top-5 of the final
+  clipping, label smoothing and (where the tokenizer takes it: images) mixup/cutmix, then reports top-1/top-5 of the final
   model on the test loader (no epoch is selected on test). Multi-label data (multi-hot ``[C]`` float
   targets; ``task``) trains with binary cross-entropy on the logits and reports ``mAP`` instead.
 * Partial fine-tuning (MAE paper, Fig. 9): ``trainable_blocks=k`` trains the last ``k`` blocks, the
   final norm and the head; everything before stays frozen.
 * From scratch: build a fresh, randomly initialised model with the same builder and call
-  :func:`finetune` with the same config; :func:`from_scratch` does exactly that.
+  :func:`finetune` with the same config (the ``scratch`` protocol).
 
 Shapes:
     Classifier(x) -> logits ``[B, C]`` (``pool="cls"``/``"mean"``), ``[B, N, C]`` (``pool="none"``).
@@ -21,8 +21,6 @@ Shapes:
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,7 +41,8 @@ from maezoo.eval.features import split_xy
 from maezoo.eval.metrics import mean_average_precision, topk_accuracy
 from maezoo.optim import build_optimizer, cosine_lr, scaled_lr, set_lr
 from maezoo.progress import Progress
-from maezoo.runtime import autocast, resolve_amp_dtype, resolve_precision, to_device
+from maezoo.runtime import autocast, resolve_precision, to_device
+from maezoo.step import OptimStep
 
 LogFn = Callable[[dict[str, Any]], None]
 
@@ -79,7 +78,7 @@ class FinetuneConfig:
     head_dropout: float = option(0.0, ge=0, lt=1)
     clip_grad: float | None = option(None, gt=0)
     #: ``auto``: bf16 where the device runs it natively, else fp32 (see :mod:`maezoo.runtime`)
-    amp: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     #: a registered masking strategy applied to the input tokens while training (Audio-MAE fine-tunes with
     #: ``time_frequency`` masking); the hidden tokens are dropped before the encoder. None: off
     masking: str | None = None
@@ -323,7 +322,7 @@ def resolve_task(task: str, train_loader: Any, test_loader: Any, num_classes: in
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable[tuple[Any, Any]], device: torch.device | str = "cpu", amp: str = "fp32",
+    model: nn.Module, loader: Iterable[tuple[Any, Any]], device: torch.device | str = "cpu", precision: str = "fp32",
     views: int = 1, task: str = "classification",
 ) -> dict[str, float]:
     """Top-1/top-5 (percent) and mean cross-entropy of ``model`` on ``loader``, in eval mode.
@@ -334,7 +333,7 @@ def evaluate(
     of the logits, or of the sigmoid averaged over views) and the mean binary cross-entropy ``loss``.
     """
     if task == "multilabel":
-        return _evaluate_multilabel(model, loader, device, amp, views)
+        return _evaluate_multilabel(model, loader, device, precision, views)
     was = model.training
     model.eval()
     logits_all, labels_all = [], []
@@ -342,7 +341,7 @@ def evaluate(
         for batch in loader:
             x, y = split_xy(batch)
             x, y = to_device(x, device), torch.as_tensor(y).to(device)
-            with autocast(device, amp):
+            with autocast(device, precision):
                 logits = view_logits(model, x, views) if views > 1 else model(x)
             logits, y = logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1).long()
             keep = y >= 0
@@ -356,7 +355,7 @@ def evaluate(
 
 
 @torch.no_grad()
-def _evaluate_multilabel(model: nn.Module, loader: Iterable[tuple[Any, Any]], device: torch.device | str, amp: str,
+def _evaluate_multilabel(model: nn.Module, loader: Iterable[tuple[Any, Any]], device: torch.device | str, precision: str,
                          views: int) -> dict[str, float]:
     """``{"mAP", "loss"}`` on multi-hot labels ``[B, C]`` (see :func:`evaluate`)."""
     was = model.training
@@ -366,7 +365,7 @@ def _evaluate_multilabel(model: nn.Module, loader: Iterable[tuple[Any, Any]], de
         for batch in loader:
             x, y = split_xy(batch)
             x, y = to_device(x, device), torch.as_tensor(y).to(device).float()
-            with autocast(device, amp):
+            with autocast(device, precision):
                 if views > 1:
                     b = x.shape[0]
                     logits = model(x.reshape(b * views, *x.shape[2:])).float().reshape(b, views, -1)
@@ -405,6 +404,80 @@ def _make_mixup(cfg: FinetuneConfig, num_classes: int, multilabel: bool = False)
     )
 
 
+def mixup_applies(clf: Classifier, x: Any) -> bool:
+    """Whether timm's batch mixup/cutmix (which mixes whole inputs and cuts boxes from their last two dimensions)
+    applies to the inputs of ``clf``: the tokenizer declares it with a ``batch_mixup`` attribute. A tokenizer that
+    does not declare it gets it for image batches ``[B, C, H, W]``, the input timm's Mixup is written for."""
+    declared = getattr(clf.tokenizer, "batch_mixup", None)
+    if isinstance(declared, bool):
+        return declared
+    return isinstance(x, Tensor) and x.dim() == 4
+
+
+@dataclass
+class _Targets:
+    """How one fine-tuning run turns labels into a loss (see :func:`train_classifier`)."""
+
+    num_classes: int
+    multilabel: bool
+    label_smoothing: float
+    mixup: Mixup | None
+
+    def __post_init__(self) -> None:
+        self.soft_ce = SoftTargetCrossEntropy()
+        s = self.label_smoothing
+        self.smooth_ce: nn.Module = LabelSmoothingCrossEntropy(s) if s > 0 else nn.CrossEntropyLoss()
+
+    def prepare(self, x: Any, y: Tensor, mix: bool) -> tuple[Any, Tensor, Tensor | None]:
+        """``(x, y, soft targets or None)`` after mixup (when ``mix``) or the multi-label smoothing."""
+        c = self.num_classes
+        if self.multilabel and (not y.is_floating_point() or y.dim() != 2 or y.shape[1] != c):
+            raise ValueError(f"multi-label fine-tuning needs multi-hot float labels [B, {c}], got "
+                             f"{y.dtype} {tuple(y.shape)}; set finetune.task=classification for class ids")
+        if mix and self.mixup is not None and x.shape[0] >= 2:
+            if x.shape[0] % 2:
+                x, y = x[:-1], y[:-1]
+            x, y_soft = self.mixup(x, y.float() if self.multilabel else y.long())
+            return x, y, y_soft
+        if self.multilabel:
+            return x, y, y.float() * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        # soft targets [B, C] from the dataset (e.g. waveform mixup) train with soft cross-entropy
+        soft = y.is_floating_point() and y.dim() == 2 and y.shape[1] == c
+        return x, y, y.float() if soft else None
+
+    def loss(self, logits: Tensor, y: Tensor, y_soft: Tensor | None) -> Tensor:
+        logits = logits.float()
+        if self.multilabel:
+            if logits.dim() != 2:
+                raise ValueError("multi-label fine-tuning needs pooled logits [B, C] (pool 'cls' or 'mean')")
+            return F.binary_cross_entropy_with_logits(logits, y_soft)
+        if y_soft is not None:
+            return self.soft_ce(logits, y_soft)
+        if logits.dim() == 3:  # per-token labels; negatives are unlabelled
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1).long(), ignore_index=-100,
+                                   label_smoothing=self.label_smoothing)
+        return self.smooth_ce(logits, y.long())
+
+
+def _schedule(cfg: FinetuneConfig, train_loader: Any) -> tuple[int, int, float]:
+    """``(total steps, warm-up steps, peak learning rate)`` of a fine-tuning run over ``train_loader``."""
+    steps_per_epoch = _steps_per_epoch(train_loader)
+    if steps_per_epoch is None and cfg.max_steps is None:
+        raise ValueError("the train loader has no len(); set FinetuneConfig.max_steps")
+    total = cfg.epochs * steps_per_epoch if steps_per_epoch is not None else cfg.max_steps
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)  # type: ignore[type-var]
+    if not total or total < 1:
+        raise ValueError("fine-tuning has no steps (empty train loader?)")
+    warmup = int(round(total * cfg.warmup_epochs / cfg.epochs))
+    batch = _batch_size(train_loader)
+    if cfg.lr is not None:
+        return total, warmup, cfg.lr
+    if batch is None:
+        raise ValueError("cannot read the loader's batch_size for the lr scaling rule; set FinetuneConfig.lr")
+    return total, warmup, scaled_lr(cfg.base_lr, batch)
+
+
 def train_classifier(
     clf: Classifier,
     train_loader: Iterable[tuple[Any, Any]],
@@ -416,21 +489,19 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train an already built :class:`Classifier` with ``cfg`` and evaluate it (see :func:`finetune`).
 
-    Mixup/cutmix are applied only to 4-D image batches (``[B, C, H, W]``); for other inputs (graphs,
-    time series, per-token labels) they are off and label smoothing uses a plain cross-entropy. Float labels
-    ``[B, C]`` from the dataset (soft targets, e.g. audio waveform mixup) train with soft-target cross-entropy. With
-    mixup on, an odd-sized batch loses its last sample (timm's batch mixup pairs samples).
+    Mixup/cutmix apply where the tokenizer declares them (:func:`mixup_applies`: image batches); for other inputs
+    (graphs, time series, per-token labels) they are off and label smoothing uses a plain cross-entropy. Float
+    labels ``[B, C]`` from the dataset (soft targets, e.g. audio waveform mixup) train with soft-target
+    cross-entropy. With mixup on, an odd-sized batch loses its last sample (timm's batch mixup pairs samples).
     Multi-label (``cfg.task``, see :func:`resolve_task`): multi-hot float labels ``[B, C]`` train with
     binary cross-entropy with logits against ``y (1 - s) + s / 2`` (``s = label_smoothing``, timm's multi-label
     smoothing; image mixup/cutmix mixes the multi-hot rows the same way); the result has ``mAP`` instead of
-    ``top1``/``top5``.
+    ``top1``/``top5``. A non-finite loss stops the run naming the step (:class:`~maezoo.step.NonFiniteLossError`).
     Seeds torch's and NumPy's global generators with ``cfg.seed`` (timm's Mixup uses NumPy's).
     """
     t0 = time.perf_counter()
-    if cfg.amp == "auto":
-        cfg = dataclasses.replace(cfg, amp=resolve_precision("auto", device))
+    precision = resolve_precision(cfg.precision, device)
     task = resolve_task(cfg.task, train_loader, test_loader, num_classes)
-    multilabel = task == "multilabel"
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)  # timm's Mixup draws from NumPy's global generator
     clf.to(device)
@@ -439,32 +510,16 @@ def train_classifier(
         from maezoo.registry import build
 
         clf.input_masking = build("masking", cfg.masking, **cfg.masking_args)
-    steps_per_epoch = _steps_per_epoch(train_loader)
-    if steps_per_epoch is None and cfg.max_steps is None:
-        raise ValueError("the train loader has no len(); set FinetuneConfig.max_steps")
-    total = cfg.epochs * steps_per_epoch if steps_per_epoch is not None else cfg.max_steps
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
-    if total < 1:
-        raise ValueError("fine-tuning has no steps (empty train loader?)")
-    warmup = int(round(total * cfg.warmup_epochs / cfg.epochs))
-    batch = _batch_size(train_loader)
-    lr = cfg.lr
-    if lr is None:
-        if batch is None:
-            raise ValueError("cannot read the loader's batch_size for the lr scaling rule; set FinetuneConfig.lr")
-        lr = scaled_lr(cfg.base_lr, batch)
+    total, warmup, lr = _schedule(cfg, train_loader)
     opt = build_finetune_optimizer(clf, cfg, lr)
-    trainable = [p for p in clf.parameters() if p.requires_grad]
-    mixup = _make_mixup(cfg, num_classes, multilabel)
-    soft_ce = SoftTargetCrossEntropy()
-    smooth_ce: nn.Module = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
-    amp_dtype = resolve_amp_dtype(cfg.amp)
-    scaler = torch.amp.GradScaler(torch.device(device).type) if amp_dtype == torch.float16 else None
-
+    stepper = OptimStep(opt, precision, device, clip_grad=cfg.clip_grad,
+                        params=[p for p in clf.parameters() if p.requires_grad], name="fine-tuning",
+                        hint="lower the learning rate (finetune.lr or base_lr), set finetune.clip_grad, or use "
+                             "finetune.precision=fp32")
+    targets = _Targets(num_classes, task == "multilabel", cfg.label_smoothing,
+                       _make_mixup(cfg, num_classes, task == "multilabel"))
     clf.train()
-    step, epoch, loss_val = 0, 0, float("nan")
-    used_mixup = False
+    step, epoch, loss_val, used_mixup = 0, 0, float("nan"), False
     progress = Progress(total, 0, cfg.progress, cfg.log_every, desc="finetune")
     while step < total:
         for batch in train_loader:
@@ -473,67 +528,29 @@ def train_classifier(
             x, y = split_xy(batch)
             x, y = to_device(x, device), torch.as_tensor(y).to(device)
             set_lr(opt, cosine_lr(step, total, lr, warmup, cfg.min_lr))
-            is_image = isinstance(x, Tensor) and x.dim() == 4
-            if multilabel and (not y.is_floating_point() or y.dim() != 2 or y.shape[1] != num_classes):
-                raise ValueError(f"multi-label fine-tuning needs multi-hot float labels [B, {num_classes}], got "
-                                 f"{y.dtype} {tuple(y.shape)}; set finetune.task=classification for class ids")
-            if mixup is not None and is_image and x.shape[0] >= 2:
-                if x.shape[0] % 2:
-                    x, y = x[:-1], y[:-1]
-                x, y_soft = mixup(x, y.float() if multilabel else y.long())
-                used_mixup = True
-            elif multilabel:
-                y_soft = y.float() * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
-            else:  # soft targets [B, C] from the dataset (e.g. waveform mixup) train with soft cross-entropy
-                y_soft = y.float() if y.is_floating_point() and y.dim() == 2 and y.shape[1] == num_classes else None
-            with autocast(device, cfg.amp):
+            mix = targets.mixup is not None and mixup_applies(clf, x)
+            x, y, y_soft = targets.prepare(x, y, mix)
+            used_mixup |= mix and x.shape[0] >= 2
+            with stepper.autocast():
                 logits = clf(x)
-            logits = logits.float()
-            if multilabel:
-                if logits.dim() != 2:
-                    raise ValueError("multi-label fine-tuning needs pooled logits [B, C] (pool 'cls' or 'mean')")
-                loss = F.binary_cross_entropy_with_logits(logits, y_soft)
-            elif y_soft is not None:
-                loss = soft_ce(logits, y_soft)
-            elif logits.dim() == 3:  # per-token labels; negatives are unlabelled
-                loss = F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), y.reshape(-1).long(),
-                    ignore_index=-100, label_smoothing=cfg.label_smoothing,
-                )
-            else:
-                loss = smooth_ce(logits, y.long())
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
+            loss = targets.loss(logits, y, y_soft)
+            stepper.opt_step(loss, step)
             step += 1
             if step % cfg.log_every == 0 or step == total:
                 loss_val = loss.item()
-                if not math.isfinite(loss_val):
-                    raise FloatingPointError(f"fine-tuning diverged at step {step} (loss {loss_val}); lower the lr")
                 if log is not None:
                     log({"step": step, "epoch": epoch, "loss": loss_val, "lr": opt.param_groups[-1]["lr"]})
                 progress.update(step, {"loss": loss_val})
         epoch += 1
         if cfg.eval_every and test_loader is not None and epoch % cfg.eval_every == 0 and step < total and log:
             log({"step": step, "epoch": epoch,
-                 **{f"test_{k}": v for k, v in evaluate(clf, test_loader, device, cfg.amp, task=task).items()}})
-
+                 **{f"test_{k}": v for k, v in evaluate(clf, test_loader, device, precision, task=task).items()}})
     progress.close()
     out: dict[str, Any] = {"steps": step, "epochs": epoch, "lr": lr, "train_loss": loss_val, "mixup": used_mixup}
-    if multilabel:
+    if task == "multilabel":
         out["task"] = task
     if test_loader is not None:
-        res = evaluate(clf, test_loader, device, cfg.amp, cfg.views, task=task)
+        res = evaluate(clf, test_loader, device, precision, cfg.views, task=task)
         out.update({k: v for k, v in res.items() if k != "loss"}, test_loss=res["loss"])
     out["wall_time_s"] = time.perf_counter() - t0
     return out
@@ -572,23 +589,3 @@ def finetune(
         out["model"] = clf
     return out
 
-
-def from_scratch(
-    builder: Callable[..., MaskedAutoencoder],
-    train_loader: Iterable[tuple[Any, Any]],
-    test_loader: Iterable[tuple[Any, Any]],
-    num_classes: int,
-    cfg: FinetuneConfig,
-    device: torch.device | str = "cpu",
-    log: LogFn | None = None,
-    **builder_kwargs: Any,
-) -> dict[str, Any]:
-    """The from-scratch baseline: ``finetune`` a freshly built (random-init) ``builder(**builder_kwargs)``.
-
-    The model is built under ``cfg.seed``, so the baseline is reproducible. Use the same builder and
-    kwargs as for pre-training so that only the initialisation differs.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = builder(**builder_kwargs)
-    return finetune(model, train_loader, test_loader, num_classes, cfg, device, log)

@@ -48,7 +48,8 @@ from maezoo.figures import pyplot, save_figure
 from maezoo.optim import cosine_lr, set_lr
 from maezoo.progress import Progress
 from maezoo.registry import names
-from maezoo.runtime import autocast, resolve_amp_dtype
+from maezoo.runtime import autocast
+from maezoo.step import OptimStep
 
 #: horizons whose metrics are registered at import (others are registered when a recipe names them)
 STANDARD_HORIZONS = (12, 24, 36, 48, 60, 96, 168, 192, 336, 720)
@@ -94,7 +95,7 @@ class ForecastSettings:
     val_subset: int | None = option(None, ge=1)
     test_subset: int | None = option(None, ge=1)
     #: ``auto``: the run's precision
-    amp: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     #: write ``forecast_<mode>_H<h>.png`` (look-back, truth and forecast of the first test window) to the run folder
     figure: bool = True
 
@@ -157,7 +158,7 @@ def _horizon_split(data: EvalData, split: str, transform: str, horizon: int) -> 
 
 
 @torch.no_grad()
-def evaluate_forecast(model: Forecaster, loader: Any, device: torch.device, amp: Any = None) -> dict[str, float]:
+def evaluate_forecast(model: Forecaster, loader: Any, device: torch.device, precision: str = "fp32") -> dict[str, float]:
     """MSE and MAE over every window, channel and step of ``loader`` (float64 sums)."""
     model.eval()
     se = ae = 0.0
@@ -165,7 +166,7 @@ def evaluate_forecast(model: Forecaster, loader: Any, device: torch.device, amp:
     for batch in loader:
         x, y = split_xy(batch)
         x, y = x.to(device), y.to(device)
-        with autocast(device, amp):
+        with autocast(device, precision):
             pred = model(x)
         err = pred.double() - y.double()
         se += float(err.pow(2).sum())
@@ -203,7 +204,7 @@ def save_forecast_figure(model: nn.Module, dataset: Dataset, path: str | Path, i
 
 
 def _fit(model: Forecaster, params: list[nn.Parameter], train: Dataset, val_loader: Any, s: ForecastSettings,
-         epochs: int, lr: float, env: ProtocolEnv, amp: Any, phase: str, step0: int = 0) -> int:
+         epochs: int, lr: float, env: ProtocolEnv, precision: str, phase: str, step0: int = 0) -> int:
     """Train ``params`` for up to ``epochs`` (MSE), keep the weights of the best validation epoch. Returns steps."""
     if epochs <= 0:
         return step0
@@ -212,6 +213,9 @@ def _fit(model: Forecaster, params: list[nn.Parameter], train: Dataset, val_load
     per_epoch = min(len(loader), s.max_steps_per_epoch or len(loader))
     total = per_epoch * epochs
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=s.weight_decay)
+    stepper = OptimStep(opt, precision, env.device, clip_grad=s.clip_grad, params=params, name=f"forecast {phase}",
+                        hint="the inputs are finite, so lower the learning rate (forecast.lr / head_lr) or set "
+                             "forecast.clip_grad")
     trained = {id(p) for p in params}
     for p in model.parameters():
         p.requires_grad_(id(p) in trained)
@@ -225,20 +229,13 @@ def _fit(model: Forecaster, params: list[nn.Parameter], train: Dataset, val_load
             set_lr(opt, cosine_lr(step - step0, total, lr, s.warmup_steps, s.min_lr))
             x, y = split_xy(batch)
             x, y = x.to(env.device), y.to(env.device)
-            with autocast(env.device, amp):
+            with stepper.autocast():
                 pred = model(x)
             loss = F.mse_loss(pred.float(), y.float())
-            if not bool(torch.isfinite(loss)):
-                raise ValueError(f"forecast {phase}: non-finite loss at step {step} (epoch {epoch}); the inputs are "
-                                 "finite, so lower the learning rate (forecast.lr / head_lr) or set forecast.clip_grad")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if s.clip_grad:
-                torch.nn.utils.clip_grad_norm_(params, s.clip_grad)
-            opt.step()
+            stepper.opt_step(loss, step)
             step += 1
             progress.update(step - step0, {"loss": loss.item()})
-        val = evaluate_forecast(model, val_loader, env.device, amp)["mse"]
+        val = evaluate_forecast(model, val_loader, env.device, precision)["mse"]
         if env.log is not None:
             env.log({"step": step, f"{phase}_val_mse": val, f"{phase}_epoch": epoch})
         if val < best:
@@ -260,7 +257,7 @@ def run_forecast(model: MaskedAutoencoder, data: EvalData, s: ForecastSettings, 
                  mode: Literal["linprobe", "finetune", "scratch"]) -> ProtocolOutput:
     """Train and test one forecaster per horizon (see the module docstring)."""
     t0 = time.perf_counter()
-    amp = resolve_amp_dtype(env.precision if s.amp == "auto" else s.amp)
+    precision = env.precision if s.precision == "auto" else s.precision
     metrics: dict[str, float] = {}
     extra: dict[str, Any] = {"mode": mode, "per_horizon": {}}
     total_steps = 0
@@ -276,10 +273,10 @@ def run_forecast(model: MaskedAutoencoder, data: EvalData, s: ForecastSettings, 
         val_loader = make_loader(val, env.batch_size, num_workers=env.num_workers)
         steps = 0
         if mode in ("linprobe", "finetune"):
-            steps = _fit(f, list(f.head.parameters()), train, val_loader, s, s.head_epochs, s.head_lr, env, amp, "head")
+            steps = _fit(f, list(f.head.parameters()), train, val_loader, s, s.head_epochs, s.head_lr, env, precision, "head")
         if mode in ("finetune", "scratch"):
-            steps = _fit(f, list(f.parameters()), train, val_loader, s, s.epochs, s.lr, env, amp, "end_to_end", steps)
-        res = evaluate_forecast(f, make_loader(test, env.batch_size, num_workers=env.num_workers), env.device, amp)
+            steps = _fit(f, list(f.parameters()), train, val_loader, s, s.epochs, s.lr, env, precision, "end_to_end", steps)
+        res = evaluate_forecast(f, make_loader(test, env.batch_size, num_workers=env.num_workers), env.device, precision)
         metrics[f"mse@{h}"], metrics[f"mae@{h}"] = res["mse"], res["mae"]
         if s.figure and env.run_dir is not None:
             save_forecast_figure(f, test, Path(env.run_dir) / f"forecast_{mode}_H{h}.png")

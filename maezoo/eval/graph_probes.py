@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maezoo.step import OptimStep
+
 
 def node_linear_probe(emb: Tensor, y: Tensor, train_mask: Tensor, val_mask: Tensor, test_mask: Tensor, *,
                  lr: float = 0.01, weight_decay: float = 1e-4, epochs: int = 300, seed: int = 0) -> dict[str, float]:
@@ -31,7 +33,7 @@ def node_linear_probe(emb: Tensor, y: Tensor, train_mask: Tensor, val_mask: Tens
         bound = 1 / emb.shape[1] ** 0.5
         clf.weight.uniform_(-bound, bound, generator=g)
         clf.bias.uniform_(-bound, bound, generator=g)
-    opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=weight_decay)
+    stepper = OptimStep(torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=weight_decay), name="node linear probe")
     best_val, best_state, best_epoch = -1.0, None, 0
 
     def acc(logits: Tensor, m: Tensor) -> float:
@@ -39,10 +41,7 @@ def node_linear_probe(emb: Tensor, y: Tensor, train_mask: Tensor, val_mask: Tens
 
     for epoch in range(epochs):
         clf.train()
-        loss = F.cross_entropy(clf(emb[train_mask]), y[train_mask])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        stepper.opt_step(F.cross_entropy(clf(emb[train_mask]), y[train_mask]), epoch, check=False)
         with torch.no_grad():
             logits = clf(emb)
             val = acc(logits, val_mask)

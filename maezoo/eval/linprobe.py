@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from maezoo.eval.metrics import topk_accuracy
 from maezoo.optim import cosine_lr, scaled_lr, set_lr
+from maezoo.step import OptimStep
 
 
 class LARS(torch.optim.Optimizer):
@@ -96,7 +97,7 @@ class LinearHead(nn.Module):
     def train_step_(self, x: Tensor, y: Tensor) -> Tensor:
         """Set ``.grad`` of the linear layer for the mean cross-entropy on ``(x, y)``, in train mode.
 
-        Equivalent to ``F.cross_entropy(self(x), y).backward()`` with the batch-norm in training mode
+        Equivalent to back-propagating ``F.cross_entropy(self(x), y)`` with the batch-norm in training mode
         (batch statistics, running statistics updated) but without autograd: the batch-norm has no
         parameters and the features need no gradient, so only the linear layer's gradient is needed
         (``dW = G^T x_hat``, ``db = sum G``, ``G = (softmax - onehot) / B``). This makes probing on
@@ -199,27 +200,18 @@ def linear_probe(
         opt = torch.optim.SGD(params, lr=peak_lr, momentum=momentum, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer must be 'lars' or 'sgd', got {optimizer!r}")
+    stepper = OptimStep(opt, device=dev, name="linear probe")
 
     head.train()
     prev_threads = torch.get_num_threads()
     if num_threads is not None and dev.type == "cpu":
         torch.set_num_threads(num_threads)
     try:
-        step, loss_sum = 0, torch.zeros((), device=dev)
-        for epoch in range(epochs):
-            perm = torch.randperm(n, generator=gen).to(dev)
-            xs, ys = x_tr[perm], y_tr[perm]  # one gather per epoch; batches below are views
-            loss_sum.zero_()
-            for i in range(steps_per_epoch):
-                set_lr(opt, cosine_lr(step, total, peak_lr, warmup, min_lr))
-                loss_sum += head.train_step_(xs[i * bs : (i + 1) * bs], ys[i * bs : (i + 1) * bs])
-                opt.step()
-                step += 1
-            if log is not None:
-                log({"epoch": epoch, "step": step, "train_loss": loss_sum.item() / steps_per_epoch})
+        lrs = [cosine_lr(k, total, peak_lr, warmup, min_lr) for k in range(total)]
+        train_loss = _train_epochs(head, stepper, x_tr, y_tr, epochs, bs, lrs, gen, log)
     finally:
         torch.set_num_threads(prev_threads)
-    train_loss = loss_sum.item() / steps_per_epoch
+    step = total
     if not math.isfinite(train_loss):
         raise FloatingPointError(f"linear probe diverged (loss {train_loss}); lower lr/base_lr")
 
@@ -237,6 +229,29 @@ def linear_probe(
     if return_head:
         out["head"] = head
     return out
+
+
+def _train_epochs(head: LinearHead, stepper: OptimStep, x: Tensor, y: Tensor, epochs: int, bs: int, lrs: list[float],
+                  gen: torch.Generator, log: Any) -> float:
+    """SGD/LARS epochs of ``head`` on ``x [N, D]``, ``y [N]`` at the per-step ``lrs``; the last epoch's mean loss.
+
+    Batches are views of one seeded permutation per epoch; the loss stays on the device until an epoch is logged.
+    """
+    n = x.shape[0]
+    steps_per_epoch = max(1, n // bs)
+    step, loss_sum = 0, torch.zeros((), device=x.device)
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen).to(x.device)
+        xs, ys = x[perm], y[perm]  # one gather per epoch; batches below are views
+        loss_sum.zero_()
+        for i in range(steps_per_epoch):
+            set_lr(stepper.optimizer, lrs[step])
+            loss_sum += head.train_step_(xs[i * bs : (i + 1) * bs], ys[i * bs : (i + 1) * bs])
+            stepper.update(step)  # gradients set by train_step_; the loss is checked after the run
+            step += 1
+        if log is not None:
+            log({"epoch": epoch, "step": step, "train_loss": loss_sum.item() / steps_per_epoch})
+    return loss_sum.item() / steps_per_epoch
 
 
 Task = Literal["auto", "classification", "multilabel", "regression"]
@@ -293,6 +308,7 @@ def linear_probe_dense(
         torch.manual_seed(seed)
         head = LinearHead(x_tr.shape[1], y_tr.shape[1])
     opt = torch.optim.SGD(head.parameters(), lr=peak_lr, momentum=momentum, weight_decay=weight_decay)
+    stepper = OptimStep(opt, name="linear probe")
     target = (y_tr - mu) / sd
     loss_fn = nn.BCEWithLogitsLoss() if task == "multilabel" else nn.MSELoss()
     gen = torch.Generator().manual_seed(seed)
@@ -304,9 +320,7 @@ def linear_probe_dense(
             idx = perm[i * bs : (i + 1) * bs]
             set_lr(opt, cosine_lr(step, total, peak_lr, warmup))
             loss = loss_fn(head(x_tr[idx]), target[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            stepper.opt_step(loss, step, check=False)  # checked after the run: no host sync per step
             step += 1
         if log is not None:
             log({"epoch": epoch, "step": step, "train_loss": loss.item()})

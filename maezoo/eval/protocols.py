@@ -266,8 +266,8 @@ def _finetune(model: nn.Module, data: EvalData, s: FinetuneSettings, env: Protoc
     train = few_labels(data.get("train", "finetune"), s.labels_per_class, env.seed)
     test = subset(data.get("test"), s.test_subset, env.seed + 1)
     base = {k: v for k, v in asdict(s).items() if k in FinetuneConfig.__dataclass_fields__}
-    amp = env.precision if s.amp == "auto" else s.amp
-    cfg = FinetuneConfig(**{**base, "trainable_blocks": blocks, "seed": env.seed, "amp": amp,
+    precision = env.precision if s.precision == "auto" else s.precision
+    cfg = FinetuneConfig(**{**base, "trainable_blocks": blocks, "seed": env.seed, "precision": precision,
                             "progress": env.progress})
     bs = min(s.batch_size, len(train))  # type: ignore[arg-type]
     met = finetune(model, make_loader(train, bs, shuffle=True, seed=env.seed, num_workers=env.num_workers),
