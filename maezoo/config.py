@@ -172,6 +172,10 @@ def _check_range(f: dataclasses.Field, value: Any, key: str, shown: Any = None) 
             raise ConfigError(f"{key}={shown if shown is not None else value!r} is out of range: it must be {allowed}")
 
 
+#: keys recipes used to spell differently: the error for an old key names the new one
+RENAMED = {"amp": "precision"}
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, recursing into nested dataclasses and checking types."""
     data = dict(data or {})
@@ -180,7 +184,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f" in {path}" if path else ""
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}{where}; valid keys: {', '.join(fields)}")
+        renamed = [f"{k} is now {RENAMED[k]}" for k in unknown if RENAMED.get(k) in fields]
+        hint = f" ({'; '.join(renamed)})" if renamed else ""
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}{where}{hint}; valid keys: {', '.join(fields)}")
     kwargs = {}
     for name, value in data.items():
         key = f"{path}.{name}" if path else name

@@ -230,6 +230,6 @@ def test_the_old_amp_key_is_refused_naming_precision():
     from maezoo.config import ConfigError, from_dict
     from maezoo.eval.protocols import FinetuneSettings
 
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) amp in finetune; valid keys: .*precision"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) amp in finetune \(amp is now precision\); valid keys: .*precision"):
         from_dict(FinetuneSettings, {"amp": "auto"}, "finetune")
     assert from_dict(FinetuneSettings, {"precision": "bf16"}, "finetune").precision == "bf16"
