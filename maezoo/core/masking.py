@@ -535,7 +535,7 @@ def draw_replace_rule(
     In this order, only when the rule needs them: ``u = rand([B, M])`` (random substitute if ``u < random``,
     kept if ``random <= u < random + keep``, else the mask token), then the substitutes' source rows
     ``randint(total, [B, M])`` when ``random > 0`` (``total = B * N``: a flat row of the batch). An encoder that
-    builds its replaced input itself (``consumes_replace``, see :class:`~maezoo.core.mae.MaskedAutoencoder`)
+    builds its replaced input itself (input mode ``consumes_replace``, see :class:`~maezoo.core.mae.MaskedAutoencoder`)
     gets exactly these draws.
 
     Shapes:

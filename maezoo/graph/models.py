@@ -172,7 +172,7 @@ class GATEncoder(nn.Module):
 
     num_prefix_tokens = 0
     #: asks the core (replace mode) for the unmasked tokens plus ``context["replace"]`` instead of masked tokens
-    consumes_replace = True
+    consumes = "replace"
 
     def __init__(self, in_dim: int, hidden: int = 512, num_layers: int = 2, heads: int = 4, feat_drop: float = 0.2,
                  attn_drop: float = 0.1, negative_slope: float = 0.2, residual: bool = False, norm: str | None = None,

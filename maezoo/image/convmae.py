@@ -2,7 +2,7 @@
 convolution-transformer encoder pre-trained the MAE way, with one mask shared by every scale.
 
 Built from maezoo's core, nothing else: a :class:`ConvMAETokenizer` (stage-1 patch embedding) whose
-``Tokens.mask_grid`` is the coarse stage-3 grid, a :class:`ConvMAEEncoder` with ``consumes_mask = True``,
+``Tokens.mask_grid`` is the coarse stage-3 grid, a :class:`ConvMAEEncoder` with ``consumes = "mask"``,
 the core's :class:`~maezoo.core.decoder.TransformerDecoder` on the stage-3 grid and the core's masking
 (the random mask is drawn on the stage-3 grid; :meth:`~maezoo.core.masking.CoarseMasking.upsample` gives
 the stage-2 and stage-1 masks).
@@ -169,7 +169,7 @@ class ConvMAEEncoder(nn.Module):
         dim: the stage-3 width (features of ``encode``); stage_depths: blocks per stage.
     """
 
-    consumes_mask = True
+    consumes = "mask"
     num_prefix_tokens = 0
 
     def __init__(
