@@ -176,3 +176,17 @@ def test_cifar10_cpu_pipeline_pretrained_knn_beats_random(tmp_path):
     knn = {r.init: r.value for r in res if r.protocol == "knn" and r.metric == "top1"}
     assert knn["pretrained"] > knn["random"], knn
     assert (run / "reconstructions.png").is_file()
+
+
+def test_recipe_headers_are_short_and_their_links_exist():
+    """A header is the command, what the recipe measures and where its results are (at most 15 comment lines);
+    measured history lives in benchmarks/notes/."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    for name in list_recipes():
+        lines = resolve_recipe(name).read_text().splitlines()
+        header = [ln for ln in lines[: next((i for i, ln in enumerate(lines) if not ln.startswith("#")), len(lines))]]
+        assert len(header) <= 15, f"{name}: {len(header)} header lines"
+        for ref in re.findall(r"benchmarks/[\w./-]+\.(?:json|md)", "\n".join(header)):
+            assert (root / ref).is_file(), f"{name} links {ref}, which does not exist"
