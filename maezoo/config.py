@@ -19,8 +19,11 @@ entry, with ``data.args.name`` set to the entry and ``per_dataset.<entry>`` merg
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import dataclasses
+import inspect
+import operator
 import os
 import types
 import typing
@@ -151,25 +154,105 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A declared numeric range (``ge <= v``, ``gt < v``, ``v <= le``, ``v < lt``), for dataclass fields
+    (:func:`option`) and for builder arguments (``Annotated[float, Range(gt=0, lt=1)]``)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Range{self.interval()}"
+
+    def interval(self) -> str:
+        """``(0, 1)``, ``[1, inf)`` ..."""
+        lo = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else "(-inf"
+        hi = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else "inf)"
+        return f"{lo}, {hi}"
+
+    def check(self, value: Any, key: str, shown: Any = None) -> None:
+        """Raise a :class:`ConfigError` naming ``key``, the value and the range when ``value`` is outside it."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        bounds = [(b, sign, op) for b, sign, op in ((self.ge, ">=", operator.ge), (self.gt, ">", operator.gt),
+                  (self.le, "<=", operator.le), (self.lt, "<", operator.lt)) if b is not None]
+        if all(op(value, b) for b, _, op in bounds):
+            return
+        allowed = " and ".join(f"{sign} {_num(b)}" for b, sign, _ in bounds)
+        raise ConfigError(f"{key}={shown if shown is not None else value!r} is out of range {self.interval()}: "
+                          f"it must be {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Divides:
+    """A builder argument that must divide another one (``num_heads`` divides ``embed_dim``)."""
+
+    other: str
+
+
+def _num(v: float | None) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
 def option(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
            le: float | None = None, lt: float | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with a declared range, checked by :func:`from_dict` (``ge <= v``, ``gt < v`` ...)."""
-    meta = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None}
+    meta = {"range": Range(ge, gt, le, lt)} if any(b is not None for b in (ge, gt, le, lt)) else {}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
 def _check_range(f: dataclasses.Field, value: Any, key: str, shown: Any = None) -> None:
-    m = f.metadata
-    if not m or isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
-              ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
-    for name, _, ok in bounds:
-        if name in m and not ok(value, m[name]):
-            allowed = " and ".join(f"{s} {m[n]}" for n, s, _ in bounds if n in m)
-            raise ConfigError(f"{key}={shown if shown is not None else value!r} is out of range: it must be {allowed}")
+    if "range" in f.metadata:
+        f.metadata["range"].check(value, key, shown)
+
+
+def check_args(fn: Any, args: dict[str, Any], path: str, defaults: dict[str, Any] | None = None) -> None:
+    """Check keyword arguments ``args`` of ``fn`` (a builder) against its typed signature before anything is built.
+
+    Names must be parameters of ``fn`` (unless it takes ``**kwargs``); values must fit the annotations (the
+    ``Literal`` choices, ``int``/``float``/``str``/``bool``, lists, mappings, ``None`` where allowed) and the
+    declared ranges (``Annotated[..., Range(...)]``); a parameter marked ``Divides("other")`` must divide
+    ``other``'s value (given, from ``defaults``, or the signature's default). Errors name ``path.<key>``, the
+    value and what is allowed. Annotations that cannot be resolved are not type-checked.
+    """
+    try:
+        sig = inspect.signature(fn, eval_str=True)
+    except (NameError, TypeError, ValueError, SyntaxError):
+        sig = inspect.signature(fn)
+    params = sig.parameters
+    named = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(args) - set(named))
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}; valid keys: "
+                              f"{', '.join(named)}")
+    values = {n: p.default for n, p in named.items() if p.default is not p.empty}
+    values.update(defaults or {})
+    values.update(args)
+    for name, value in args.items():
+        annotation = named[name].annotation if name in named else inspect.Parameter.empty
+        if annotation is not inspect.Parameter.empty and not isinstance(annotation, str):
+            _coerce(annotation, value, f"{path}.{name}")
+    for name, p in named.items():
+        for mark in _metadata(p.annotation):
+            other = values.get(mark.other) if isinstance(mark, Divides) else None
+            if isinstance(other, int) and isinstance(values.get(name), int) and values[name] > 0 \
+                    and other % values[name]:
+                raise ConfigError(f"{path}.{name}={values[name]} must divide {path}.{mark.other}={other}")
+
+
+def _metadata(tp: Any) -> list[Any]:
+    """The ``Annotated`` metadata of ``tp`` (looking inside ``X | None``)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return list(tp.__metadata__)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(tp) for m in _metadata(a)]
+    return []
 
 
 #: keys recipes used to spell differently: the error for an old key names the new one
@@ -202,6 +285,12 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        out = _coerce(typing.get_args(tp)[0], value, key)
+        for mark in tp.__metadata__:
+            if isinstance(mark, Range):
+                mark.check(out, key, value)
+        return out
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
@@ -223,7 +312,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key} must be one of {list(typing.get_args(tp))}, got {value!r}")
         return value
-    if origin in (list, tuple):
+    if origin in (list, tuple, collections.abc.Sequence):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         (inner, *_) = typing.get_args(tp) or (Any,)

@@ -176,6 +176,13 @@ def _ensure_builtins() -> None:
         importlib.import_module(f"maezoo.{mod}")
 
 
+def sources(kind: str) -> dict[str, str]:
+    """Each name registered for ``kind`` (plugins included) -> where it is written, ``module:qualname``
+    (``maezoo.video.models:videomae_vit_base``); ``maezoo list --verbose`` prints them."""
+    return {name: f"{getattr(o, '__module__', '?')}:{getattr(o, '__qualname__', type(o).__qualname__)}"
+            for name, o in ((n, get(kind, n)) for n in names(kind))}
+
+
 def name_of(kind: str, obj: Any) -> str | None:
     """The name under which ``obj`` (or its class) is registered for ``kind``, if any."""
     _ensure_builtins()

@@ -325,7 +325,7 @@ class TwoStageEncoder(nn.Module):
     """Stage 0 on the fine grid with hidden regions zeroed (masked convolution), 2x2 merge, stage 1 on the
     visible coarse tokens only."""
 
-    consumes_mask = True
+    consumes = "mask"
     num_prefix_tokens = 0
 
     def __init__(self) -> None:
@@ -377,9 +377,9 @@ def test_coarse_mask_grid_for_hierarchical_encoders():
     m = out.mask.mask.view(3, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2)
     x2[m.unsqueeze(1).expand_as(x2)] = 7.0
     torch.testing.assert_close(model(x2, mask=out.mask).latent, out.latent)
-    # without consumes_mask the coarse mask cannot be applied
+    # an encoder that does not consume the mask cannot apply a coarse one
     plain = MaskedAutoencoder(tok, ViTEncoder(D, 1, 2, cls_token=False), dec, RandomMasking(0.5))
-    with pytest.raises(ValueError, match="consumes_mask"):
+    with pytest.raises(ValueError, match="consumes = 'mask'"):
         plain(x)
 
 
@@ -454,7 +454,7 @@ def test_replace_rate_keeps_graphmae_numerics(with_pos):
 
 
 def test_consumes_replace_encoder_gets_unmasked_tokens_and_the_same_draws():
-    """An encoder with ``consumes_replace`` builds the replaced input itself from ``context["replace"]``: it gets
+    """An encoder with ``consumes = "replace"`` builds the replaced input itself from ``context["replace"]``: it gets
     the unmasked tokens and exactly the draws apply_replace_rule makes (GraphMAE's sparse first layer)."""
     import dataclasses
 
@@ -469,7 +469,7 @@ def test_consumes_replace_encoder_gets_unmasked_tokens_and_the_same_draws():
     plain, seen = model.encoder, {}
 
     class Consumer(nn.Module):
-        consumes_replace = True
+        consumes = "replace"
         num_prefix_tokens = plain.num_prefix_tokens
 
         def forward(self, tokens: Tensor, context: dict[str, Any]) -> Tensor:

@@ -174,9 +174,8 @@ def test_csr_graph_build_sorts_edges():
 
 
 def test_model_same_loss_and_gradients_with_or_without_the_replace_context():
-    # With a core that hands encoders declaring `consumes_replace` the unmasked tokens plus context["replace"]
-    # (drawn as apply_replace_rule draws), the sparse first layer must give the dense masked input's loss and
-    # gradients; with a core that does not, both runs take the dense path and agree trivially.
+    # An encoder declaring `consumes = "replace"` gets the unmasked tokens plus context["replace"] (drawn as
+    # apply_replace_rule draws); its sparse first layer must give the dense masked input's loss and gradients.
     from torch_geometric.data import Data
 
     torch.manual_seed(0)
@@ -185,8 +184,9 @@ def test_model_same_loss_and_gradients_with_or_without_the_replace_context():
     model = graphmae(f, hidden=16, heads=4, feat_drop=0.0, attn_drop=0.0, replace_rate=0.3).train()
     torch.nn.init.normal_(model.mask_token)
     outs = []
-    for consumes in (True, False):
-        model.encoder.consumes_replace = consumes
+    for consumes in ("replace", "tokens"):
+        model.encoder.consumes = consumes
+        assert model.input_mode == {"replace": "consumes_replace", "tokens": "replace"}[consumes]
         out = model(data, generator=torch.Generator().manual_seed(2))
         outs.append((out, torch.autograd.grad(out.loss, list(model.parameters()), allow_unused=True)))
     (a, ga), (b, gb) = outs

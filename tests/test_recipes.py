@@ -104,9 +104,15 @@ def test_unknown_keys_fail_listing_valid_ones(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("trainer.max_steps=0", "trainer.max_steps=0 is out of range: it must be >= 1"),
-    ("trainer.max_steps=-5", "trainer.max_steps=-5 is out of range: it must be >= 1"),
-    ("trainer.lr=-1", "trainer.lr=-1 is out of range: it must be > 0"),
+    ("trainer.max_steps=0", "trainer.max_steps=0 is out of range [1, inf): it must be >= 1"),
+    ("trainer.max_steps=-5", "trainer.max_steps=-5 is out of range [1, inf): it must be >= 1"),
+    ("trainer.lr=-1", "trainer.lr=-1 is out of range (0, inf): it must be > 0"),
+    ("model.args.mask_ratio=1.2", "model.args.mask_ratio=1.2 is out of range (0, 1): it must be > 0 and < 1"),
+    ("model.args.mask_ratio=0", "model.args.mask_ratio=0 is out of range (0, 1)"),
+    ("model.args.depth=0", "model.args.depth=0 is out of range [1, inf)"),
+    ("model.args.num_heads=3", "model.args.num_heads=3 must divide model.args.embed_dim=128"),
+    ("model.args.mask_mode=hide", "model.args.mask_mode must be one of ['drop', 'replace'], got 'hide'"),
+    ("model.args.masking=grid", "model.args.masking='grid': masking 'grid' takes no single ratio"),
     ("trainer.base_lr=abc", "trainer.base_lr must be a number, got 'abc'"),
     ("trainer.precision=fp8", "trainer.precision must be one of"),
     ("knn.k=0", "knn.k=0 is out of range"),
@@ -170,3 +176,17 @@ def test_cifar10_cpu_pipeline_pretrained_knn_beats_random(tmp_path):
     knn = {r.init: r.value for r in res if r.protocol == "knn" and r.metric == "top1"}
     assert knn["pretrained"] > knn["random"], knn
     assert (run / "reconstructions.png").is_file()
+
+
+def test_recipe_headers_are_short_and_their_links_exist():
+    """A header is the command, what the recipe measures and where its results are (at most 15 comment lines);
+    measured history lives in benchmarks/notes/."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    for name in list_recipes():
+        lines = resolve_recipe(name).read_text().splitlines()
+        header = [ln for ln in lines[: next((i for i, ln in enumerate(lines) if not ln.startswith("#")), len(lines))]]
+        assert len(header) <= 15, f"{name}: {len(header)} header lines"
+        for ref in re.findall(r"benchmarks/[\w./-]+\.(?:json|md)", "\n".join(header)):
+            assert (root / ref).is_file(), f"{name} links {ref}, which does not exist"

@@ -11,37 +11,40 @@ Shapes:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from maezoo.audio import decoder as _decoder  # noqa: F401  (registers decoder "swin_local")
 from maezoo.audio import tokenizer as _tokenizer  # noqa: F401  (registers tokenizer "audio")
 from maezoo.audio.frontend import AUDIOSET_STATS
-from maezoo.core.builder import build_masking, build_tokenizer
+from maezoo.core.builder import build_tokenizer
 from maezoo.core.encoder import ViTEncoder
 from maezoo.core.mae import MaskedAutoencoder, MaskMode
-from maezoo.registry import build, check_kwargs, register
+from maezoo.core.masking import build_masking
+from maezoo.core.presets import preset
+from maezoo.core.types import Divides, Positive, Rate, Ratio, Size
+from maezoo.registry import build, register
 
 
 @register("model", "audiomae")
 def audiomae(
-    target_frames: int = 1024,
-    mel_bins: int = 128,
-    patch_size: int = 16,
+    target_frames: Size = 1024,
+    mel_bins: Size = 128,
+    patch_size: Size | tuple[Size, Size] = 16,
     norm_mean: float = AUDIOSET_STATS[0],
-    norm_std: float = AUDIOSET_STATS[1],
-    embed_dim: int = 768,
-    depth: int = 12,
-    num_heads: int = 12,
-    mlp_ratio: float = 4.0,
+    norm_std: Positive = AUDIOSET_STATS[1],
+    embed_dim: Size = 768,
+    depth: Size = 12,
+    num_heads: Annotated[Size, Divides("embed_dim")] = 12,
+    mlp_ratio: Positive = 4.0,
     cls_token: bool = True,
-    drop_path: float = 0.0,
+    drop_path: Rate = 0.0,
     decoder: str = "swin_local",
-    decoder_dim: int = 512,
-    decoder_depth: int = 16,
-    decoder_heads: int = 16,
+    decoder_dim: Size = 512,
+    decoder_depth: Size = 16,
+    decoder_heads: Annotated[Size, Divides("decoder_dim")] = 16,
     decoder_args: dict[str, Any] | None = None,
     masking: str = "random",
-    mask_ratio: float | None = 0.8,
+    mask_ratio: Ratio | None = 0.8,
     masking_args: dict[str, Any] | None = None,
     mask_mode: MaskMode = "drop",
     norm_pix_loss: bool = True,
@@ -66,7 +69,7 @@ def audiomae(
     dec = build("decoder", decoder, in_dim=embed_dim, out_dim=tok.target_dim, dim=decoder_dim, depth=decoder_depth,
                 num_heads=decoder_heads, mlp_ratio=mlp_ratio, num_prefix_tokens=enc.num_prefix_tokens,
                 **(decoder_args or {}))
-    strategy = build_masking(masking, mask_ratio, masking_args)
+    strategy = build_masking(masking, ratio=mask_ratio, args=masking_args)
     return MaskedAutoencoder(tok, enc, dec, strategy, target="norm" if norm_pix_loss else "raw", loss=loss,
                              mask_mode=mask_mode)
 
@@ -78,11 +81,11 @@ audiomae.smoke_kwargs = {  # type: ignore[attr-defined]
 
 
 @register("model", "audiomae_vit_base")
+@preset(audiomae, embed_dim=768, depth=12, num_heads=12, decoder="swin_local", decoder_dim=512, decoder_depth=16,
+        decoder_heads=16)
 def audiomae_vit_base(**kwargs: Any) -> MaskedAutoencoder:
-    """Audio-MAE's ViT-B/16 (768 x 12, 12 heads) with the 16 x 512 local decoder; kwargs as :func:`audiomae`."""
-    check_kwargs(audiomae, kwargs, "audiomae_vit_base")
-    return audiomae(**{"embed_dim": 768, "depth": 12, "num_heads": 12, "decoder": "swin_local",
-                       "decoder_dim": 512, "decoder_depth": 16, "decoder_heads": 16, **kwargs})
+    """Audio-MAE's ViT-B/16 (768 x 12, 12 heads) with the 16 x 512 local decoder; options as :func:`audiomae`."""
+    return audiomae(**kwargs)
 
 
 audiomae_vit_base.smoke_kwargs = {  # type: ignore[attr-defined]

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from torch import nn
 
 from maezoo.core.decoder import TransformerDecoder
 from maezoo.core.encoder import ViTEncoder
 from maezoo.core.mae import MaskedAutoencoder, MaskMode
-from maezoo.core.masking import MaskingStrategy
+from maezoo.core.masking import build_masking
+from maezoo.core.types import Divides, Positive, Rate, Ratio, Size
 from maezoo.registry import build, get, register
 
 #: methods the model calls on its tokenizer
@@ -38,20 +39,20 @@ _TOKENIZER_METHODS = ("validate", "grid", "forward", "patchify")
 def mae(
     tokenizer: str,
     tokenizer_args: dict[str, Any] | None = None,
-    embed_dim: int = 768,
-    depth: int = 12,
-    num_heads: int = 12,
-    mlp_ratio: float = 4.0,
+    embed_dim: Size = 768,
+    depth: Size = 12,
+    num_heads: Annotated[Size, Divides("embed_dim")] = 12,
+    mlp_ratio: Positive = 4.0,
     cls_token: bool = True,
-    drop_path: float = 0.0,
-    decoder_dim: int = 512,
-    decoder_depth: int = 8,
-    decoder_heads: int = 16,
+    drop_path: Rate = 0.0,
+    decoder_dim: Size = 512,
+    decoder_depth: Size = 8,
+    decoder_heads: Annotated[Size, Divides("decoder_dim")] = 16,
     masking: str = "random",
-    mask_ratio: float | None = 0.75,
+    mask_ratio: Ratio | None = 0.75,
     masking_args: dict[str, Any] | None = None,
     mask_mode: MaskMode = "drop",
-    replace_rate: float = 0.0,
+    replace_rate: Rate = 0.0,
     target: str = "norm",
     loss: str = "mse",
     decoder_masking: str | dict[str, Any] | None = None,
@@ -65,8 +66,8 @@ def mae(
         embed_dim, depth, num_heads, mlp_ratio, cls_token, drop_path: the ViT encoder.
         decoder_dim, decoder_depth, decoder_heads: MAE's transformer decoder (same ``mlp_ratio``).
         masking: registered masking strategy name.
-        mask_ratio: passed to the strategy as ``ratio`` when it takes one; use ``None`` for strategies
-            without a single ratio (``grid``, ``time_frequency``) and set their options in ``masking_args``.
+        mask_ratio: the strategy's ``ratio`` argument (:func:`~maezoo.core.masking.build_masking`); ``None`` for
+            strategies without a single ratio (``grid``, ``time_frequency``), whose options go in ``masking_args``.
         masking_args: further keyword arguments of the strategy (a ``ratio`` here wins over ``mask_ratio``).
         mask_mode: ``"drop"`` (MAE) or ``"replace"`` (SimMIM/BERT style); ``replace_rate`` as in
             :class:`~maezoo.core.mae.MaskedAutoencoder`.
@@ -86,7 +87,7 @@ def mae(
         embed_dim, tok.target_dim, decoder_dim, decoder_depth, decoder_heads, mlp_ratio,
         num_prefix_tokens=enc.num_prefix_tokens,
     )
-    strategy = build_masking(masking, mask_ratio, masking_args)
+    strategy = build_masking(masking, ratio=mask_ratio, args=masking_args)
     return MaskedAutoencoder(
         tok, enc, dec, strategy, target=target, loss=loss, mask_mode=mask_mode, replace_rate=replace_rate,
         decoder_masking=decoder_masking,
@@ -155,19 +156,3 @@ def build_tokenizer(name: str, args: dict[str, Any] | None, embed_dim: int) -> n
             f"build the model with embed_dim={tok.embed_dim} (or give the tokenizer an embed_dim argument)"
         )
     return tok
-
-
-def build_masking(name: str, mask_ratio: float | None, args: dict[str, Any] | None) -> MaskingStrategy:
-    """Build the registered masking strategy ``name``; ``mask_ratio`` becomes its ``ratio`` when it takes one."""
-    if args is not None and not isinstance(args, dict):
-        raise TypeError(f"masking_args must be a dict of keyword arguments, got {type(args).__name__}")
-    kwargs = dict(args or {})
-    factory = get("masking", name)
-    if mask_ratio is not None and "ratio" not in kwargs:
-        if not accepts(factory, "ratio"):
-            raise ValueError(
-                f"masking {name!r} takes no single ratio; build with mask_ratio=None and set its options "
-                "in masking_args"
-            )
-        kwargs["ratio"] = mask_ratio
-    return build("masking", name, **kwargs)

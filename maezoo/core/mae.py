@@ -6,11 +6,18 @@ Two ways to handle hidden tokens (``mask_mode``):
     ``"replace"``: hidden tokens are replaced and the encoder sees all ``N`` (SimMIM, GraphMAE, BERT,
         PatchTST). A :class:`~maezoo.core.masking.ReplaceRule` sets the shares of mask token / random
         other token / unchanged (BERT: 80/10/10); ``replace_rate=r`` is GraphMAE's ``ReplaceRule(1 - r, r, 0)``.
-        Encoders that need every position but handle the mask themselves (ConvMAE's masked convolutions)
-        set ``consumes_mask = True`` and receive the mask in ``context["mask"]``. Encoders that build the
-        replaced input themselves (GraphMAE's sparse first layer) set ``consumes_replace = True``: they get the
-        unmasked tokens and ``context["replace"] = {"mask", "kind", "source", "token"}``, the rule's draws from
-        :func:`~maezoo.core.masking.draw_replace_rule` (the same draws ``apply_replace_rule`` makes).
+
+Each encoder declares what it consumes (``encoder.consumes``, default ``"tokens"``), which with ``mask_mode``
+gives the model's one :data:`InputMode` (:func:`input_mode`), the only thing the encoder side dispatches on:
+    ``"drop"``: the visible tokens (``consumes = "tokens"``, ``mask_mode="drop"``).
+    ``"replace"``: every token, hidden ones replaced by the rule (``consumes = "tokens"``, ``mask_mode="replace"``).
+    ``"consumes_mask"``: every token and the mask in ``context["mask"]`` (``consumes = "mask"``, either
+        ``mask_mode``): ConvMAE's masked convolutions apply it per stage.
+    ``"consumes_replace"``: the unmasked tokens and ``context["replace"] = {"mask", "kind", "source", "token"}``,
+        the rule's draws from :func:`~maezoo.core.masking.draw_replace_rule` (the same draws
+        ``apply_replace_rule`` makes), in replace mode (``consumes = "replace"``): GraphMAE's sparse first layer
+        builds the replaced input itself. A batch whose tokenizer reports ``context["pos_embed"]`` gets the
+        replaced tokens instead (the hidden tokens keep their positions, which the draws do not carry).
 
 Hooks (all off by default, so the default forward is the plain MAE):
     ``decoder_masking``: among the hidden tokens, the subset the decoder reconstructs and the loss scores
@@ -55,6 +62,11 @@ from maezoo.core.tokenizer import Tokenizer, Tokens
 from maezoo.registry import build
 
 MaskMode = Literal["drop", "replace"]
+#: what an encoder declares it consumes (its ``consumes`` attribute; absent: ``"tokens"``)
+Consumes = Literal["tokens", "mask", "replace"]
+#: how the model hands the masked batch to its encoder (module docstring)
+InputMode = Literal["drop", "replace", "consumes_mask", "consumes_replace"]
+MaskToken = Literal["learned", "zeros"]
 Pool = Literal["cls", "mean", "max", "sum", "none"]
 SEGMENT_POOLS = ("mean", "max", "sum")
 
@@ -121,7 +133,7 @@ class MaskedAutoencoder(nn.Module):
         *,
         replace: ReplaceRule | Mapping[str, float] | None = None,
         decoder_masking: MaskingStrategy | str | Mapping[str, Any] | None = None,
-        mask_token: Literal["learned", "zeros"] = "learned",
+        mask_token: MaskToken = "learned",
     ) -> None:
         super().__init__()
         if mask_mode not in ("drop", "replace"):
@@ -137,24 +149,18 @@ class MaskedAutoencoder(nn.Module):
         self.mask_mode: MaskMode = mask_mode
         self.replace_rule = ReplaceRule.coerce(replace) if replace is not None else ReplaceRule.from_replace_rate(replace_rate)
         self.decoder_masking = build_masking(decoder_masking) if decoder_masking is not None else None
-        # In replace mode the encoder's mask token lives in token space, before the encoder.
-        self.mask_token = nn.Parameter(torch.zeros(tokenizer.embed_dim)) if mask_mode == "replace" else None
-        if self.mask_token is not None:
-            nn.init.normal_(self.mask_token, std=0.02)
-        if mask_token not in ("learned", "zeros"):
-            raise ValueError(f"mask_token must be 'learned' or 'zeros' (PatchTST's zero-fill), got {mask_token!r}")
-        if mask_token == "zeros" and self.mask_token is not None:  # a fixed zero token (+ position), not trained
-            del self.mask_token
-            self.register_buffer("mask_token", torch.zeros(tokenizer.embed_dim))
+        input_mode(encoder, mask_mode)  # an encoder declaring an unknown `consumes` fails here, not in forward
+        _add_mask_token(self, mask_mode, mask_token, tokenizer.embed_dim)
 
     @property
     def replace_rate(self) -> float:
         """Share of hidden tokens replaced by a random other token (GraphMAE's ``replace_rate``)."""
         return float(self.replace_rule.random)
 
-    @replace_rate.setter
-    def replace_rate(self, rate: float) -> None:
-        self.replace_rule = ReplaceRule.from_replace_rate(rate)
+    @property
+    def input_mode(self) -> InputMode:
+        """How the encoder gets the masked batch (read from the current encoder, so swapping it is safe)."""
+        return input_mode(self.encoder, self.mask_mode)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -162,18 +168,25 @@ class MaskedAutoencoder(nn.Module):
 
     # -- encoder side -------------------------------------------------------------------------------
     def _encode_tokens(self, tok: Tokens, mask: Mask | None, generator: torch.Generator | None = None) -> Tensor:
+        """The encoder on the batch as its input mode asks (every token, unmasked, when ``mask`` is ``None``).
+
+        Shapes: tok.tokens ``[B', N, D]`` -> ``[B', P + N_enc, D_enc]`` (``N_enc``: visible tokens in drop mode)
+        """
         x, ctx = tok.tokens, dict(tok.context)
-        if mask is not None and getattr(self.encoder, "consumes_mask", False):
+        if mask is None:
+            return self.encoder(x, ctx)
+        mode = self.input_mode
+        if mode == "consumes_replace" and ctx.get("pos_embed") is not None:
+            mode = "replace"
+        if mode == "consumes_mask":
             ctx["mask"] = mask
-        elif mask is not None and self.mask_mode == "drop":
+        elif mode == "drop":
             x = apply_drop(x, mask)
-        elif mask is not None and getattr(self.encoder, "consumes_replace", False) and ctx.get("pos_embed") is None:
-            # the encoder builds the replaced input itself (e.g. a sparse first layer): the unmasked tokens plus
-            # the rule's draws, exactly those apply_replace_rule would make
+        elif mode == "consumes_replace":
             rule = self.replace_rule if self.training else ReplaceRule()
             kind, source = draw_replace_rule(mask, rule, x.shape[0] * x.shape[1], generator, x.device)
             ctx["replace"] = {"mask": mask, "kind": kind, "source": source, "token": self.mask_token}
-        elif mask is not None:
+        else:
             x = self._replace(x, mask, generator, ctx.get("pos_embed"))
         return self.encoder(x, ctx)
 
@@ -191,10 +204,10 @@ class MaskedAutoencoder(nn.Module):
 
     # -- masks ----------------------------------------------------------------------------------------
     def _check_mask_grid(self, tok: Tokens) -> None:
-        if tok.mask_grid != tok.grid and not getattr(self.encoder, "consumes_mask", False):
+        if tok.mask_grid != tok.grid and self.input_mode != "consumes_mask":
             raise ValueError(
                 f"the tokenizer draws masks on grid {tok.mask_grid} but its tokens lie on grid {tok.grid}; only an "
-                f"encoder with consumes_mask = True (ConvMAE-style, applying the mask per stage) can use such a mask. "
+                f"encoder with consumes = 'mask' (ConvMAE-style, applying the mask per stage) can use such a mask. "
                 f"Use such an encoder, or a tokenizer whose mask_grid equals its grid"
             )
 
@@ -281,6 +294,35 @@ class MaskedAutoencoder(nn.Module):
         feats = self._encode_tokens(tok, None)
         ctx = tok.context
         return pool_features(feats, self.num_prefix_tokens, pool, ctx.get("segment_ids"), ctx.get("num_segments"))
+
+
+def input_mode(encoder: nn.Module, mask_mode: MaskMode) -> InputMode:
+    """The model's input mode from what ``encoder`` consumes (``encoder.consumes``) and ``mask_mode``."""
+    consumes = getattr(encoder, "consumes", "tokens")
+    if consumes not in ("tokens", "mask", "replace"):
+        raise ValueError(f"{type(encoder).__name__}.consumes must be 'tokens', 'mask' (ConvMAE: the mask in "
+                         f"context['mask']) or 'replace' (GraphMAE: context['replace']), got {consumes!r}")
+    if consumes == "mask":
+        return "consumes_mask"
+    if mask_mode == "drop":
+        return "drop"
+    return "consumes_replace" if consumes == "replace" else "replace"
+
+
+def _add_mask_token(model: nn.Module, mask_mode: MaskMode, kind: MaskToken, dim: int) -> None:
+    """Replace mode's hidden token in token space, before the encoder: a parameter drawn from N(0, 0.02)
+    (``"learned"``) or a fixed zero buffer (``"zeros"``, PatchTST's zero fill); ``None`` in drop mode.
+
+    Shapes: ``model.mask_token`` ``[dim]``
+    """
+    if kind not in ("learned", "zeros"):
+        raise ValueError(f"mask_token must be 'learned' or 'zeros' (PatchTST's zero-fill), got {kind!r}")
+    if mask_mode != "replace":
+        model.mask_token = None
+    elif kind == "zeros":
+        model.register_buffer("mask_token", torch.zeros(dim))
+    else:
+        model.mask_token = nn.Parameter(torch.empty(dim).normal_(std=0.02))
 
 
 def _on_targets(pred: Tensor, target: Tensor, ids_target: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -378,4 +420,4 @@ def _mask_grid(tokenizer: Tokenizer, x: Any) -> tuple[int, ...]:
     return tuple(fn(x) if fn is not None else tokenizer.grid(x))
 
 
-__all__ = ["MAEOutput", "MaskedAutoencoder", "pool_features", "segment_pool"]
+__all__ = ["InputMode", "MAEOutput", "MaskedAutoencoder", "input_mode", "pool_features", "segment_pool"]

@@ -535,7 +535,7 @@ def draw_replace_rule(
     In this order, only when the rule needs them: ``u = rand([B, M])`` (random substitute if ``u < random``,
     kept if ``random <= u < random + keep``, else the mask token), then the substitutes' source rows
     ``randint(total, [B, M])`` when ``random > 0`` (``total = B * N``: a flat row of the batch). An encoder that
-    builds its replaced input itself (``consumes_replace``, see :class:`~maezoo.core.mae.MaskedAutoencoder`)
+    builds its replaced input itself (input mode ``consumes_replace``, see :class:`~maezoo.core.mae.MaskedAutoencoder`)
     gets exactly these draws.
 
     Shapes:
@@ -599,19 +599,37 @@ def apply_replace_rule(
     return out.scatter(1, idx, new), kind
 
 
-def build_masking(spec: MaskingStrategy | str | Mapping[str, Any]) -> MaskingStrategy:
-    """A strategy from an instance, a registered name, or ``{"name": ..., "args": {...}}``."""
-    from maezoo.registry import build
+def build_masking(
+    spec: MaskingStrategy | str | Mapping[str, Any], ratio: float | None = None, args: Mapping[str, Any] | None = None
+) -> MaskingStrategy:
+    """The one way to build a strategy: from an instance, a registered name with ``args``, or
+    ``{"name": ..., "args": {...}}``.
 
-    if isinstance(spec, str):
-        return build("masking", spec)
-    if isinstance(spec, Mapping) and "name" in spec:
-        return build("masking", spec["name"], **dict(spec.get("args") or {}))
-    if isinstance(spec, MaskingStrategy) or (callable(spec) and not isinstance(spec, Mapping)):
+    ``ratio`` (a model builder's ``mask_ratio``) is passed as the strategy's ``ratio`` argument unless ``args``
+    set one; ``None`` leaves it out, for strategies without a single ratio (``grid``, ``time_frequency``).
+    """
+    from maezoo.registry import build, check_kwargs, get
+
+    if isinstance(spec, MaskingStrategy) or (callable(spec) and not isinstance(spec, str | Mapping)):
         return spec  # a strategy, or any callable with the strategy's signature
-    raise ValueError(
-        f"a masking spec is a MaskingStrategy, a registered name or {{'name': ..., 'args': {{...}}}}, got {spec!r}"
-    )
+    if isinstance(spec, str):
+        spec = {"name": spec, "args": args}
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        raise ValueError(
+            f"a masking spec is a MaskingStrategy, a registered name or {{'name': ..., 'args': {{...}}}}, got {spec!r}"
+        )
+    name, args = spec["name"], spec.get("args")
+    if args is not None and not isinstance(args, Mapping):
+        raise TypeError(f"masking_args must be a dict of keyword arguments, got {type(args).__name__}")
+    kwargs = dict(args or {})
+    if ratio is not None and "ratio" not in kwargs:
+        try:
+            check_kwargs(get("masking", name), {"ratio": ratio}, f"masking {name!r}")
+        except TypeError:
+            raise ValueError(f"masking {name!r} takes no single ratio; build with mask_ratio=None and set its "
+                             "options in masking_args") from None
+        kwargs["ratio"] = ratio
+    return build("masking", name, **kwargs)
 
 
 def apply_drop(tokens: Tensor, mask: Mask) -> Tensor:

@@ -34,7 +34,7 @@ class Tokens:
         grid: the token grid, ``prod(grid) == N`` (row-major).
         mask_grid: the grid masks, targets (``patchify``) and the decoder live on; defaults to ``grid``.
             A hierarchical (ConvMAE) tokenizer reports its encoder's coarsest grid here; the encoder must
-            then set ``consumes_mask = True`` and receives the ``[B', prod(mask_grid)]`` mask.
+            then declare ``consumes = "mask"`` and receives the ``[B', prod(mask_grid)]`` mask.
         context: extra inputs an encoder/decoder may need (``edge_index`` for graphs, a modality id ...).
             Keys the core reads:
             ``pos_embed`` (optional, ``[N, D]`` or ``[B', N, D]``): the position embedding already added to

@@ -74,3 +74,15 @@ def tu(name: str = "MUTAG", split: str = "train", transform: str = "eval", root:
         graphs, width, num_classes = load_tu(name, root, source, max_degree)
         _CACHE[key] = GraphList(graphs, width, num_classes, name)
     return _CACHE[key]
+
+
+def _planetoid_model_kwargs(**args: Any) -> dict[str, Any]:
+    return planetoid(**args).model_kwargs  # the width is in the files; the load is cached for the run
+
+
+def _tu_model_kwargs(**args: Any) -> dict[str, Any]:
+    return tu(**args).model_kwargs
+
+
+planetoid.model_kwargs = _planetoid_model_kwargs  # type: ignore[attr-defined]
+tu.model_kwargs = _tu_model_kwargs  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ GraphMAE (Hou et al., KDD'22) details kept here:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,9 @@ from torch import Tensor, nn
 
 from maezoo.core.losses import MaskedMSE, ScaledCosineError
 from maezoo.core.mae import MaskedAutoencoder
-from maezoo.core.masking import REPLACE_MASK, REPLACE_RANDOM, Mask, NodeMasking
+from maezoo.core.masking import REPLACE_MASK, REPLACE_RANDOM, Mask, build_masking
 from maezoo.core.ops import dropout
+from maezoo.core.types import Divides, NonNegative, Positive, Rate, Ratio, Size
 from maezoo.graph.gat import (
     CSRGraph,
     aggregate,
@@ -172,7 +173,7 @@ class GATEncoder(nn.Module):
 
     num_prefix_tokens = 0
     #: asks the core (replace mode) for the unmasked tokens plus ``context["replace"]`` instead of masked tokens
-    consumes_replace = True
+    consumes = "replace"
 
     def __init__(self, in_dim: int, hidden: int = 512, num_layers: int = 2, heads: int = 4, feat_drop: float = 0.2,
                  attn_drop: float = 0.1, negative_slope: float = 0.2, residual: bool = False, norm: str | None = None,
@@ -369,24 +370,24 @@ class MLPDecoder(nn.Module):
 
 @register("model", "graphmae")
 def graphmae(
-    in_dim: int,
-    encoder: str = "gat",
-    decoder: str = "gat",
-    hidden: int = 512,
-    num_layers: int = 2,
-    heads: int = 4,
-    out_heads: int = 1,
-    feat_drop: float = 0.2,
-    attn_drop: float = 0.1,
-    negative_slope: float = 0.2,
+    in_dim: Size,
+    encoder: Literal["gat", "gin"] = "gat",
+    decoder: Literal["gat", "gin", "mlp", "linear"] = "gat",
+    hidden: Size = 512,
+    num_layers: Size = 2,
+    heads: Annotated[Size, Divides("hidden")] = 4,
+    out_heads: Annotated[Size, Divides("in_dim")] = 1,
+    feat_drop: Rate = 0.2,
+    attn_drop: Rate = 0.1,
+    negative_slope: NonNegative = 0.2,
     residual: bool = False,
-    norm: str | None = None,
-    activation: str = "prelu",
-    mask_ratio: float = 0.5,
-    replace_rate: float = 0.05,
-    loss: str = "sce",
-    alpha: float = 3.0,
-    mlp_hidden: int | None = None,
+    norm: Literal["none", "batchnorm", "layernorm", "graphnorm"] | None = None,
+    activation: Literal["prelu", "relu", "elu", "gelu", "none"] | None = "prelu",
+    mask_ratio: Ratio = 0.5,
+    replace_rate: Rate = 0.05,
+    loss: Literal["sce", "mse"] = "sce",
+    alpha: Positive = 3.0,
+    mlp_hidden: Size | None = None,
     decode_masked_only: bool = True,
 ) -> MaskedAutoencoder:
     """GraphMAE as a :class:`MaskedAutoencoder` (defaults: the paper's Cora configuration).
@@ -418,7 +419,7 @@ def graphmae(
         loss_fn = MaskedMSE()
     else:
         raise ValueError(f"loss must be 'sce' or 'mse', got {loss!r}")
-    model = MaskedAutoencoder(tok, enc, dec, NodeMasking(mask_ratio), target="raw", loss=loss_fn,
+    model = MaskedAutoencoder(tok, enc, dec, build_masking("node", ratio=mask_ratio), target="raw", loss=loss_fn,
                               mask_mode="replace", replace_rate=replace_rate)
     # GraphMAE initialises its mask token to zeros. The core's N(0, 0.02) token has a norm of ~0.76 over
     # Cora's 1433 dimensions, three times a row-normalised feature row's (~0.24), and measurably hurts

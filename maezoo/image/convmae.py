@@ -2,7 +2,7 @@
 convolution-transformer encoder pre-trained the MAE way, with one mask shared by every scale.
 
 Built from maezoo's core, nothing else: a :class:`ConvMAETokenizer` (stage-1 patch embedding) whose
-``Tokens.mask_grid`` is the coarse stage-3 grid, a :class:`ConvMAEEncoder` with ``consumes_mask = True``,
+``Tokens.mask_grid`` is the coarse stage-3 grid, a :class:`ConvMAEEncoder` with ``consumes = "mask"``,
 the core's :class:`~maezoo.core.decoder.TransformerDecoder` on the stage-3 grid and the core's masking
 (the random mask is drawn on the stage-3 grid; :meth:`~maezoo.core.masking.CoarseMasking.upsample` gives
 the stage-2 and stage-1 masks).
@@ -36,7 +36,7 @@ Shapes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models.vision_transformer import Block
@@ -46,12 +46,14 @@ from maezoo.core.attention import select_attention
 from maezoo.core.decoder import TransformerDecoder
 from maezoo.core.encoder import _norm, init_mae_weights
 from maezoo.core.mae import MaskedAutoencoder
-from maezoo.core.masking import CoarseMasking, Mask, apply_drop
+from maezoo.core.masking import CoarseMasking, Mask, apply_drop, build_masking
 from maezoo.core.pos_embed import sincos_pos_embed
+from maezoo.core.presets import preset
 from maezoo.core.tokenizer import Tokens
+from maezoo.core.types import Divides, Positive, Rate, Ratio, Size
 from maezoo.image.tokenizer import PatchTokenizer
 from maezoo.image.visualize import visualize_image_batch
-from maezoo.registry import build, check_kwargs, register
+from maezoo.registry import register
 
 #: context key holding the stage-1 grid ``(H1, W1)`` (the encoder reshapes the tokens to a feature map)
 GRID_KEY = "convmae_grid"
@@ -169,7 +171,7 @@ class ConvMAEEncoder(nn.Module):
         dim: the stage-3 width (features of ``encode``); stage_depths: blocks per stage.
     """
 
-    consumes_mask = True
+    consumes = "mask"
     num_prefix_tokens = 0
 
     def __init__(
@@ -272,20 +274,20 @@ class ConvMAEEncoder(nn.Module):
 
 @register("model", "convmae")
 def convmae(
-    img_size: int | tuple[int, int] | None = 224,
-    in_chans: int = 3,
-    patch_sizes: Sequence[int] = (4, 2, 2),
-    embed_dims: Sequence[int] = (256, 384, 768),
-    depths: Sequence[int] = (2, 2, 11),
-    num_heads: int = 12,
-    mlp_ratio: float = 4.0,
-    kernel_size: int = 5,
-    drop_path: float = 0.0,
-    decoder_dim: int = 512,
-    decoder_depth: int = 8,
-    decoder_heads: int = 16,
+    img_size: Size | tuple[Size, Size] | None = 224,
+    in_chans: Size = 3,
+    patch_sizes: Sequence[Size] = (4, 2, 2),
+    embed_dims: Sequence[Size] = (256, 384, 768),
+    depths: Sequence[Size] = (2, 2, 11),
+    num_heads: Size = 12,
+    mlp_ratio: Positive = 4.0,
+    kernel_size: Size = 5,
+    drop_path: Rate = 0.0,
+    decoder_dim: Size = 512,
+    decoder_depth: Size = 8,
+    decoder_heads: Annotated[Size, Divides("decoder_dim")] = 16,
     masking: str = "random",
-    mask_ratio: float = 0.75,
+    mask_ratio: Ratio = 0.75,
     norm_pix_loss: bool = True,
     loss: str = "mse",
 ) -> MaskedAutoencoder:
@@ -302,7 +304,7 @@ def convmae(
     enc = ConvMAEEncoder(dims, depths, patch_sizes, num_heads, mlp_ratio, kernel_size, drop_path)
     dec = TransformerDecoder(dims[2], tok.target_dim, decoder_dim, decoder_depth, decoder_heads, mlp_ratio,
                              num_prefix_tokens=0)
-    strategy = build("masking", masking, ratio=mask_ratio)
+    strategy = build_masking(masking, ratio=mask_ratio)
     return MaskedAutoencoder(tok, enc, dec, strategy, target="norm" if norm_pix_loss else "raw", loss=loss)
 
 
@@ -312,29 +314,24 @@ _SMOKE = {"img_size": None, "embed_dims": (8, 16, 32), "depths": (1, 1, 1), "num
 convmae.smoke_kwargs = _SMOKE  # type: ignore[attr-defined]
 
 
-def _preset(doc: str, **sized: Any):
-    def builder(**kwargs: Any) -> MaskedAutoencoder:
-        check_kwargs(convmae, kwargs, "ConvMAE builder")
-        return convmae(**{**sized, **kwargs})
-
-    builder.__doc__ = doc
-    builder.smoke_kwargs = dict(_SMOKE)  # type: ignore[attr-defined]
-    return builder
+@register("model", "convmae_base")
+@preset(convmae, embed_dims=(256, 384, 768), depths=(2, 2, 11), num_heads=12)
+def convmae_base(**kwargs: Any) -> MaskedAutoencoder:
+    """ConvMAE-Base as published (Alpha-VL/ConvMAE ``convmae_convvit_base_patch16``): patch sizes 4/2/2, widths
+    256/384/768, depths 2/2/11, 12 heads, decoder 8 x 512; options as :func:`convmae`."""
+    return convmae(**kwargs)
 
 
-register("model", "convmae_base", _preset(
-    "ConvMAE-Base as published (Alpha-VL/ConvMAE ``convmae_convvit_base_patch16``): patch sizes 4/2/2, widths "
-    "256/384/768, depths 2/2/11, 12 heads, decoder 8 x 512; kwargs as :func:`convmae`.",
-    embed_dims=(256, 384, 768), depths=(2, 2, 11), num_heads=12,
-))
-register("model", "convmae_small", _preset(
-    "ConvMAE-Small: NOT in the official repository (which has Base only); defined here by halving Base's "
-    "widths like ViT-S halves ViT-B: widths 128/192/384, depths 2/2/11, 6 heads, decoder 8 x 512; kwargs as "
-    ":func:`convmae`.",
-    embed_dims=(128, 192, 384), depths=(2, 2, 11), num_heads=6,
-))
+@register("model", "convmae_small")
+@preset(convmae, embed_dims=(128, 192, 384), depths=(2, 2, 11), num_heads=6)
+def convmae_small(**kwargs: Any) -> MaskedAutoencoder:
+    """ConvMAE-Small: NOT in the official repository (which has Base only); defined here by halving Base's
+    widths like ViT-S halves ViT-B: widths 128/192/384, depths 2/2/11, 6 heads, decoder 8 x 512; options as
+    :func:`convmae`."""
+    return convmae(**kwargs)
+
 
 # the MAE reconstruction figure works unchanged: it reads patchify/unpatchify on the mask grid
 register("visualizer", "convmae_image", visualize_image_batch)
 
-__all__ = ["ConvMAEEncoder", "ConvMAETokenizer", "MaskedConvBlock", "PatchMerge", "convmae"]
+__all__ = ["ConvMAEEncoder", "ConvMAETokenizer", "MaskedConvBlock", "PatchMerge", "convmae", "convmae_base", "convmae_small"]

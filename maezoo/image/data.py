@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -211,3 +212,12 @@ def digits(split: str = "train", transform: str = "eval", image_size: int = 16, 
     x = (x - mean) / std
     tf = (lambda t: _digit_shift(t, max(1, image_size // 16))) if transform in ("pretrain", "finetune") else None
     return TensorImages(x[idx], y[idx], (mean,), (std,), num_classes=10, transform=tf)
+
+
+def _no_model_kwargs(**_: Any) -> dict[str, Any]:
+    return {}
+
+
+# image datasets pass nothing to the model builder (its image size and channels are set in model.args)
+cifar10.model_kwargs = _no_model_kwargs  # type: ignore[attr-defined]
+digits.model_kwargs = _no_model_kwargs  # type: ignore[attr-defined]

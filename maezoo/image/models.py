@@ -6,12 +6,14 @@ patch tokenizer by default; ``tokenizer=`` swaps in any other registered tokeniz
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from maezoo.core.builder import accepts, mae
 from maezoo.core.mae import MaskedAutoencoder, MaskMode
+from maezoo.core.presets import preset
+from maezoo.core.types import Divides, Positive, Rate, Ratio, Size
 from maezoo.image import tokenizer as _image_tokenizer  # noqa: F401  (registers tokenizer "image")
-from maezoo.registry import check_kwargs, get, register
+from maezoo.registry import get, register
 
 #: the image tokenizer options mae_vit takes directly, with their defaults
 _IMAGE_DEFAULTS: dict[str, Any] = {"img_size": 224, "patch_size": 16, "in_chans": 3}
@@ -19,20 +21,20 @@ _IMAGE_DEFAULTS: dict[str, Any] = {"img_size": 224, "patch_size": 16, "in_chans"
 
 @register("model", "mae_vit")
 def mae_vit(
-    img_size: int | tuple[int, int] = 224,
-    patch_size: int = 16,
-    in_chans: int = 3,
-    embed_dim: int = 768,
-    depth: int = 12,
-    num_heads: int = 12,
-    decoder_dim: int = 512,
-    decoder_depth: int = 8,
-    decoder_heads: int = 16,
-    mlp_ratio: float = 4.0,
+    img_size: Size | tuple[Size, Size] | None = 224,
+    patch_size: Size | tuple[Size, Size] = 16,
+    in_chans: Size = 3,
+    embed_dim: Size = 768,
+    depth: Size = 12,
+    num_heads: Annotated[Size, Divides("embed_dim")] = 12,
+    decoder_dim: Size = 512,
+    decoder_depth: Size = 8,
+    decoder_heads: Annotated[Size, Divides("decoder_dim")] = 16,
+    mlp_ratio: Positive = 4.0,
     cls_token: bool = True,
-    drop_path: float = 0.0,
+    drop_path: Rate = 0.0,
     masking: str = "random",
-    mask_ratio: float = 0.75,
+    mask_ratio: Ratio = 0.75,
     mask_mode: MaskMode = "drop",
     norm_pix_loss: bool = True,
     loss: str = "mse",
@@ -66,26 +68,36 @@ def mae_vit(
     )
 
 
-_SIZES = {  # name: (patch, dim, depth, heads)
-    "tiny_patch16": (16, 192, 12, 3),
-    "small_patch16": (16, 384, 12, 6),
-    "base_patch16": (16, 768, 12, 12),
-    "large_patch16": (16, 1024, 24, 16),
-    "huge_patch14": (14, 1280, 32, 16),
-}
+@register("model", "mae_vit_tiny_patch16")
+@preset(mae_vit, patch_size=16, embed_dim=192, depth=12, num_heads=3)
+def mae_vit_tiny_patch16(**kwargs: Any) -> MaskedAutoencoder:
+    """MAE ViT-Ti/16 (192 x 12 blocks, 3 heads), decoder 8 x 512; options as :func:`mae_vit`."""
+    return mae_vit(**kwargs)
 
 
-def _make(patch: int, dim: int, depth: int, heads: int):
-    def builder(**kwargs: Any) -> MaskedAutoencoder:
-        check_kwargs(mae_vit, kwargs, "image MAE builder")
-        sized: dict[str, Any] = {"embed_dim": dim, "depth": depth, "num_heads": heads}
-        if accepts(get("tokenizer", kwargs.get("tokenizer", "image")), "patch_size"):
-            sized["patch_size"] = patch
-        return mae_vit(**{**sized, **kwargs})
-
-    builder.__doc__ = f"MAE ViT (patch {patch}, {dim} x {depth} blocks, {heads} heads), decoder 8 x 512; kwargs as mae_vit."
-    return builder
+@register("model", "mae_vit_small_patch16")
+@preset(mae_vit, patch_size=16, embed_dim=384, depth=12, num_heads=6)
+def mae_vit_small_patch16(**kwargs: Any) -> MaskedAutoencoder:
+    """MAE ViT-S/16 (384 x 12 blocks, 6 heads), decoder 8 x 512; options as :func:`mae_vit`."""
+    return mae_vit(**kwargs)
 
 
-for _name, _cfg in _SIZES.items():
-    register("model", f"mae_vit_{_name}", _make(*_cfg))
+@register("model", "mae_vit_base_patch16")
+@preset(mae_vit, patch_size=16, embed_dim=768, depth=12, num_heads=12)
+def mae_vit_base_patch16(**kwargs: Any) -> MaskedAutoencoder:
+    """MAE ViT-B/16 as published (768 x 12 blocks, 12 heads), decoder 8 x 512; options as :func:`mae_vit`."""
+    return mae_vit(**kwargs)
+
+
+@register("model", "mae_vit_large_patch16")
+@preset(mae_vit, patch_size=16, embed_dim=1024, depth=24, num_heads=16)
+def mae_vit_large_patch16(**kwargs: Any) -> MaskedAutoencoder:
+    """MAE ViT-L/16 as published (1024 x 24 blocks, 16 heads), decoder 8 x 512; options as :func:`mae_vit`."""
+    return mae_vit(**kwargs)
+
+
+@register("model", "mae_vit_huge_patch14")
+@preset(mae_vit, patch_size=14, embed_dim=1280, depth=32, num_heads=16)
+def mae_vit_huge_patch14(**kwargs: Any) -> MaskedAutoencoder:
+    """MAE ViT-H/14 as published (1280 x 32 blocks, 16 heads), decoder 8 x 512; options as :func:`mae_vit`."""
+    return mae_vit(**kwargs)

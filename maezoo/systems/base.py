@@ -10,7 +10,7 @@ A system composes the engine's Trainer and registered protocols; it never trains
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -22,13 +22,11 @@ class RunContext:
     """Where and how one (dataset, seed) run of a system goes."""
 
     run_dir: Path
-    recipe: str
     seed: int = 0
     #: when set, run only this stage (e.g. ``linprobe``) on ``checkpoint``
     stage: str | None = None
     checkpoint: Path | None = None
     resume: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class System(Protocol):

@@ -13,6 +13,7 @@ Recipe sections (see ``docs/recipes.md``): ``model``, ``data``, ``trainer``, ``s
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from maezoo.config import ConfigError, from_dict, option, to_dict
+from maezoo.config import ConfigError, check_args, from_dict, option, to_dict
+from maezoo.core.masking import build_masking
+from maezoo.core.types import Split, Transform
 from maezoo.data.sampling import spread_over_classes
 from maezoo.engine.checkpoint import load_model, resolve_weights
 from maezoo.engine.logging import MetricsLogger
@@ -93,6 +96,9 @@ class PublishedRef:
     setting: str = ""
     #: dataset label it applies to (default: the recipe's); for ``datasets:`` recipes name the entry
     dataset: str | None = None
+    #: the ``data.args`` values that make the dataset the published one (e.g. ``{path: ett/ETTh1.csv}``); a run
+    #: whose ``data.args`` differ (another CSV through ``data.args.path=``) does not show the figure
+    data_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,20 +172,20 @@ class PretrainSystem:
         if ft is not None and ft.masking and any(get_protocol(s).section == "finetune" for s in cfg.stages if s != "pretrain"):  # type: ignore[attr-defined]
             check_kwargs(get("masking", ft.masking), ft.masking_args, f"finetune.masking {ft.masking!r}")
         try:
-            check_kwargs(get("model", cfg.model.name), cfg.model.args, f"model.args of model {cfg.model.name!r}")
             check_kwargs(get("dataset", cfg.data.name), {**cfg.data.args, "split": "train", "transform": "eval"},
                          f"data.args of dataset {cfg.data.name!r}")
         except TypeError as exc:
             raise ConfigError(str(exc)) from None
+        check_model_args(cfg.model.name, cfg.model.args)
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def _dataset(self, cfg: RecipeConfig, split: str, transform: str) -> Dataset:
+    def _dataset(self, cfg: RecipeConfig, split: Split, transform: Transform) -> Dataset:
         return build("dataset", cfg.data.name, **{**cfg.data.args, "split": split, "transform": transform})
 
     def _spec(self, cfg: RecipeConfig) -> dict[str, Any]:
         """Builder name and kwargs: the dataset's ``model_kwargs`` (e.g. ``in_dim``) under the recipe's args."""
-        ds = self._dataset(cfg, "train", "pretrain")
-        return {"name": cfg.model.name, "kwargs": {**getattr(ds, "model_kwargs", {}), **cfg.model.args}}
+        provided = dataset_model_kwargs(cfg.data.name, cfg.data.args)
+        return {"name": cfg.model.name, "kwargs": {**provided, **cfg.model.args}}
 
     def _model(self, spec: dict[str, Any], seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -249,7 +255,7 @@ class PretrainSystem:
                        metric=ref.metric, values=[ref.value], seeds=[], init="published",
                        higher_is_better=_higher_is_better(ref.metric), steps=None, wall_time_s=None,
                        extra={"source": ref.source, "setting": ref.setting})
-                for ref in cfg.published if ref.dataset is None or ref.dataset.lower() == label]
+                for ref in cfg.published if _is_published_data(ref, cfg.data, label)]
 
     def _pretrain(self, cfg: RecipeConfig, ctx: RunContext, spec: dict[str, Any]) -> dict[str, Any]:
         run_dir, seed = ctx.run_dir, ctx.seed
@@ -299,6 +305,45 @@ class PretrainSystem:
         test = self._dataset(cfg, "test", "eval")
         shown = test if getattr(viz, "whole_dataset", False) else spread_over_classes(test, cfg.visualize)
         return viz(model, shown, path, num=cfg.visualize, seed=0)
+
+
+def check_model_args(name: str, args: dict[str, Any]) -> None:
+    """``model.args`` checked against the builder's typed signature and declared ranges, and its masking built
+    (a cheap object, no tensors), before any folder or dataset exists; raises :class:`ConfigError`."""
+    builder = get("model", name)
+    check_args(builder, args, "model.args")
+    given = {**_defaults(builder), **args}
+    if isinstance(given.get("masking"), str) and ("mask_ratio" in given or "masking_args" in given):
+        try:
+            build_masking(given["masking"], ratio=given.get("mask_ratio"), args=given.get("masking_args"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"model.args.masking={given['masking']!r}: {exc}") from None
+
+
+def dataset_model_kwargs(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The model arguments dataset ``name`` provides (e.g. a graph's ``in_dim``), without building it.
+
+    A dataset builder declares them with a ``model_kwargs(**args) -> dict`` attribute, called with the
+    builder's defaults under ``args`` (computed from the arguments or a cheap read); for a builder without one
+    (a plugin's), the training split is built and its ``model_kwargs`` attribute read.
+    """
+    builder = get("dataset", name)
+    declared = getattr(builder, "model_kwargs", None)
+    if callable(declared):
+        return dict(declared(**{**_defaults(builder), **args}))
+    ds = build("dataset", name, **{**args, "split": "train", "transform": "pretrain"})
+    return dict(getattr(ds, "model_kwargs", None) or {})
+
+
+def _defaults(fn: Any) -> dict[str, Any]:
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def _is_published_data(ref: PublishedRef, data: DataSpec, label: str) -> bool:
+    """Whether ``ref`` was published for this run's dataset: its label and the data arguments it names."""
+    if ref.dataset is not None and ref.dataset.lower() != label:
+        return False
+    return all(data.args.get(k) == v for k, v in ref.data_args.items())
 
 
 def _higher_is_better(metric: str) -> bool:

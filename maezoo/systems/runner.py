@@ -156,7 +156,7 @@ def run_recipe(loaded: LoadedRecipe, run_dir: Path, resume: bool = False) -> lis
             leaf.mkdir(parents=True, exist_ok=True)
             if len(seeds) > 1 or v.label:
                 print(f"== {v.label or loaded.name}, seed {seed} -> {leaf}", flush=True)
-            ctx = RunContext(run_dir=leaf, recipe=loaded.name, seed=seed, stage=loaded.stage, checkpoint=ckpt,
+            ctx = RunContext(run_dir=leaf, seed=seed, stage=loaded.stage, checkpoint=ckpt,
                              resume=resume)
             got = system.run(v.cfg, ctx)
             _barrier()  # ranks > 0 wait here while rank 0 evaluates

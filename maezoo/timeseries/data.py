@@ -30,7 +30,7 @@ import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -274,3 +274,10 @@ def series(
     values = fill_missing(table.values, table.columns, missing, str(path))
     return forecast_split(values, table.columns, split, context, horizon,
                           split_borders(borders, len(values), str(path)), constant, step, str(path))
+
+
+def _series_model_kwargs(path: str, columns: list[str] | None, timestamp: str | None, **_: Any) -> dict[str, Any]:
+    return {"n_vars": len(read_table(path, columns, timestamp).columns)}  # the table only, no windows
+
+
+series.model_kwargs = _series_model_kwargs  # type: ignore[attr-defined]

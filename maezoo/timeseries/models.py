@@ -20,16 +20,16 @@ Shapes:
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from torch import Tensor, nn
 
-from maezoo.core.builder import build_masking
 from maezoo.core.decoder import TransformerDecoder
 from maezoo.core.encoder import ViTEncoder
-from maezoo.core.mae import MaskedAutoencoder, MaskMode
-from maezoo.core.masking import Mask
+from maezoo.core.mae import MaskedAutoencoder, MaskMode, MaskToken
+from maezoo.core.masking import Mask, build_masking
+from maezoo.core.presets import preset
+from maezoo.core.types import Divides, Positive, Rate, Ratio, Size
 from maezoo.registry import register
 from maezoo.timeseries.tokenizer import PosEmbed, Remainder, SeriesPatchTokenizer
 
@@ -59,28 +59,28 @@ class PatchLinearDecoder(nn.Module):
 
 
 def series_mae(
-    patch_len: int = 12,
-    stride: int | None = None,
+    patch_len: Size = 12,
+    stride: Size | None = None,
     channel_independent: bool = True,
-    n_vars: int | None = None,
+    n_vars: Size | None = None,
     revin: bool = True,
     pos_embed: PosEmbed = "learned",
     remainder: Remainder = "crop",
-    embed_dim: int = 128,
-    depth: int = 3,
-    num_heads: int = 16,
-    mlp_ratio: float = 4.0,
-    drop_path: float = 0.0,
+    embed_dim: Size = 128,
+    depth: Size = 3,
+    num_heads: Annotated[Size, Divides("embed_dim")] = 16,
+    mlp_ratio: Positive = 4.0,
+    drop_path: Rate = 0.0,
     decoder: Literal["linear", "transformer"] = "linear",
-    decoder_dim: int = 128,
-    decoder_depth: int = 1,
-    decoder_heads: int = 4,
-    head_dropout: float = 0.0,
+    decoder_dim: Size = 128,
+    decoder_depth: Size = 1,
+    decoder_heads: Annotated[Size, Divides("decoder_dim")] = 4,
+    head_dropout: Rate = 0.0,
     masking: str = "random",
-    mask_ratio: float | None = 0.4,
+    mask_ratio: Ratio | None = 0.4,
     masking_args: dict[str, Any] | None = None,
     mask_mode: MaskMode = "replace",
-    mask_token: Literal["learned", "zeros"] = "zeros",
+    mask_token: MaskToken = "zeros",
     target: str = "raw",
     loss: str = "mse",
 ) -> MaskedAutoencoder:
@@ -103,12 +103,13 @@ def series_mae(
     else:
         dec = TransformerDecoder(embed_dim, tok.target_dim, decoder_dim, decoder_depth, decoder_heads, mlp_ratio,
                                  num_prefix_tokens=0)
-    strategy = build_masking(masking, mask_ratio, masking_args)
+    strategy = build_masking(masking, ratio=mask_ratio, args=masking_args)
     return MaskedAutoencoder(tok, enc, dec, strategy, target=target, loss=loss, mask_mode=mask_mode,
                              mask_token=mask_token if mask_mode == "replace" else "learned")
 
 
 @register("model", "patchtst")
+@preset(series_mae)
 def patchtst(**kwargs: Any) -> MaskedAutoencoder:
     """PatchTST self-supervised (defaults: patch 12, stride 12, 3 layers, width 128, 16 heads, mask 0.4,
     zero-filled patches, linear head, masked MSE, RevIN); every :func:`series_mae` option can be overridden."""
@@ -116,15 +117,9 @@ def patchtst(**kwargs: Any) -> MaskedAutoencoder:
 
 
 @register("model", "tsformer")
+@preset(series_mae, embed_dim=96, depth=4, num_heads=4, decoder="transformer", decoder_dim=96, decoder_depth=1,
+        decoder_heads=4, masking="shared_random", mask_ratio=0.75, mask_mode="drop", loss="l1", revin=False)
 def tsformer(**kwargs: Any) -> MaskedAutoencoder:
     """TSFormer (defaults: patch 12, width 96, 4 heads, 4 encoder layers, 1 decoder layer, mask 0.75 shared by
     the batch, drop mode, masked L1 on raw values, no RevIN); every :func:`series_mae` option can be overridden."""
-    defaults: dict[str, Any] = dict(
-        embed_dim=96, depth=4, num_heads=4, decoder="transformer", decoder_dim=96, decoder_depth=1, decoder_heads=4,
-        masking="shared_random", mask_ratio=0.75, mask_mode="drop", loss="l1", revin=False,
-    )
-    return series_mae(**{**defaults, **kwargs})
-
-
-# both take exactly series_mae's options (recipes are checked against this signature)
-patchtst.__signature__ = tsformer.__signature__ = inspect.signature(series_mae)  # type: ignore[attr-defined]
+    return series_mae(**kwargs)

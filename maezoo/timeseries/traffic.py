@@ -15,7 +15,7 @@ Shapes:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -94,3 +94,10 @@ def traffic(
     train, test = int(round(t * r[0])), int(round(t * r[2]))
     borders = (train, t - test, t)
     return forecast_split(values, names, split, context, horizon, borders, constant, step, str(path))
+
+
+def _traffic_model_kwargs(path: str, feature: int, **_: Any) -> dict[str, Any]:
+    return {"n_vars": len(load_traffic(path, feature)[1])}
+
+
+traffic.model_kwargs = _traffic_model_kwargs  # type: ignore[attr-defined]

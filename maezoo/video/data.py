@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -217,8 +217,7 @@ class VideoClips(Dataset):
         self.num_frames, self.frame_stride, self.sampling = int(num_frames), int(frame_stride), sampling
         self.img_size, self.in_chans, self.flip = int(img_size), int(in_chans), bool(flip)
         self.views = (int(test_clips), int(test_crops)) if transform == "eval" and not train else (1, 1)
-        self.mean = tuple(float(v) for v in mean)[: in_chans] if in_chans == 3 else (float(np.mean(mean)),)
-        self.std = tuple(float(v) for v in std)[: in_chans] if in_chans == 3 else (float(np.mean(std)),)
+        self.mean, self.std = channel_stats(mean, in_chans), channel_stats(std, in_chans)
         self.backend: Backend = backend
         self.classes = list(classes) if classes is not None else None
         self.skipped: dict[str, str] = {}
@@ -226,8 +225,7 @@ class VideoClips(Dataset):
         self._cache_paths: list[Path] | None = None
         if cache:
             self._build_cache(Path(cache_dir) if cache_dir else data_root() / "video_cache")
-        self.model_kwargs = {"in_chans": self.in_chans, "num_frames": self.num_frames, "img_size": self.img_size,
-                             "pixel_mean": list(self.mean), "pixel_std": list(self.std)}
+        self.model_kwargs = clip_model_kwargs(in_chans, num_frames, img_size, mean, std)
 
     # -- cache ----------------------------------------------------------------------------------------------
     def _cache_key(self, item: VideoItem) -> str:
@@ -333,6 +331,18 @@ def _split_items(root: Path | None, split: str, list_file: str | None) -> tuple[
     return scan_folder(folder)
 
 
+def channel_stats(values: Sequence[float], in_chans: int) -> tuple[float, ...]:
+    """Per-channel normalisation values for ``in_chans`` channels (grey: the mean of the RGB values)."""
+    return tuple(float(v) for v in values)[:in_chans] if in_chans == 3 else (float(np.mean(values)),)
+
+
+def clip_model_kwargs(in_chans: int, num_frames: int, img_size: int, mean: Sequence[float],
+                      std: Sequence[float]) -> dict[str, Any]:
+    """What a clip dataset passes to the VideoMAE builders: clip size and the input normalisation."""
+    return {"in_chans": int(in_chans), "num_frames": int(num_frames), "img_size": int(img_size),
+            "pixel_mean": list(channel_stats(mean, in_chans)), "pixel_std": list(channel_stats(std, in_chans))}
+
+
 @register("dataset", "video")
 def video(
     split: str = "train",
@@ -393,3 +403,16 @@ def moving_digits(
     return VideoClips(items, len(DIRECTIONS), split == "train", transform, num_frames, frame_stride, "random", img_size,
                       1, False, mean=MOVING_DIGITS_MEAN, std=MOVING_DIGITS_STD, cache=cache, backend=backend,
                       classes=classes)
+
+
+def _video_model_kwargs(num_frames: int, img_size: int, in_chans: int, **_: Any) -> dict[str, Any]:
+    return clip_model_kwargs(in_chans, num_frames, img_size, KINETICS_MEAN, KINETICS_STD)
+
+
+def _moving_digits_model_kwargs(num_frames: int, img_size: int, **_: Any) -> dict[str, Any]:
+    return clip_model_kwargs(1, num_frames, img_size, MOVING_DIGITS_MEAN, MOVING_DIGITS_STD)
+
+
+# the model arguments each builder's datasets carry, from its arguments alone (no clip is read)
+video.model_kwargs = _video_model_kwargs  # type: ignore[attr-defined]
+moving_digits.model_kwargs = _moving_digits_model_kwargs  # type: ignore[attr-defined]

@@ -14,11 +14,13 @@ ViT-S 384 x 12, 6; 192, 3 -- ViT-B 768 x 12, 12; 384, 6 -- ViT-L 1024 x 24, 16; 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from maezoo.core.builder import mae
 from maezoo.core.mae import MaskedAutoencoder
-from maezoo.registry import check_kwargs, register
+from maezoo.core.presets import preset
+from maezoo.core.types import Divides, Positive, Rate, Ratio, Size
+from maezoo.registry import register
 from maezoo.video import tokenizer as _video_tokenizer  # noqa: F401  (registers tokenizer "video")
 from maezoo.video.tokenizer import PosEmbed
 
@@ -33,31 +35,31 @@ def videomae_target(in_chans: int, norm_target: bool = True) -> dict[str, Any] |
 
 @register("model", "videomae")
 def videomae(
-    img_size: int = 224,
-    num_frames: int = 16,
-    tubelet_size: int = 2,
-    patch_size: int = 16,
-    in_chans: int = 3,
-    embed_dim: int = 768,
-    depth: int = 12,
-    num_heads: int = 12,
-    mlp_ratio: float = 4.0,
-    drop_path: float = 0.0,
+    img_size: Size | None = 224,
+    num_frames: Size | None = 16,
+    tubelet_size: Size = 2,
+    patch_size: Size = 16,
+    in_chans: Size = 3,
+    embed_dim: Size = 768,
+    depth: Size = 12,
+    num_heads: Annotated[Size, Divides("embed_dim")] = 12,
+    mlp_ratio: Positive = 4.0,
+    drop_path: Rate = 0.0,
     cls_token: bool = False,
-    decoder_dim: int = 384,
-    decoder_depth: int = 4,
-    decoder_heads: int = 6,
+    decoder_dim: Size = 384,
+    decoder_depth: Size = 4,
+    decoder_heads: Annotated[Size, Divides("decoder_dim")] = 6,
     masking: str = "tube",
-    mask_ratio: float = 0.9,
+    mask_ratio: Ratio = 0.9,
     masking_args: dict[str, Any] | None = None,
     decoder_masking: str | None = None,
-    decoder_mask_ratio: float = 0.5,
+    decoder_mask_ratio: Ratio = 0.5,
     norm_target: bool = True,
     loss: str = "mse",
     pos_embed: PosEmbed = "3d",
-    pos_grid: Sequence[int] | None = None,
+    pos_grid: Sequence[Size] | None = None,
     pixel_mean: Sequence[float] | None = None,
-    pixel_std: Sequence[float] | None = None,
+    pixel_std: Sequence[Positive] | None = None,
 ) -> MaskedAutoencoder:
     """A VideoMAE (defaults: ViT-B, 16 x 224^2, tubelet 2 x 16 x 16, tube 0.9, decoder 4 x 384).
 
@@ -88,23 +90,22 @@ def videomae(
     return model
 
 
-_SIZES = {  # name: (dim, depth, heads, decoder dim, decoder heads)
-    "small": (384, 12, 6, 192, 3),
-    "base": (768, 12, 12, 384, 6),
-    "large": (1024, 24, 16, 512, 8),
-}
+@register("model", "videomae_vit_small")
+@preset(videomae, embed_dim=384, depth=12, num_heads=6, decoder_dim=192, decoder_heads=3)
+def videomae_vit_small(**kwargs: Any) -> MaskedAutoencoder:
+    """VideoMAE ViT-S (384 x 12 blocks, 6 heads), decoder 4 x 192 (3 heads); options as :func:`videomae`."""
+    return videomae(**kwargs)
 
 
-def _make(dim: int, depth: int, heads: int, dec_dim: int, dec_heads: int):
-    def builder(**kwargs: Any) -> MaskedAutoencoder:
-        check_kwargs(videomae, kwargs, "VideoMAE builder")
-        sized = {"embed_dim": dim, "depth": depth, "num_heads": heads, "decoder_dim": dec_dim, "decoder_heads": dec_heads}
-        return videomae(**{**sized, **kwargs})
-
-    builder.__doc__ = (f"VideoMAE ViT ({dim} x {depth} blocks, {heads} heads), decoder 4 x {dec_dim} ({dec_heads} heads); "
-                       "kwargs as videomae.")
-    return builder
+@register("model", "videomae_vit_base")
+@preset(videomae, embed_dim=768, depth=12, num_heads=12, decoder_dim=384, decoder_heads=6)
+def videomae_vit_base(**kwargs: Any) -> MaskedAutoencoder:
+    """VideoMAE ViT-B (768 x 12 blocks, 12 heads), decoder 4 x 384 (6 heads); options as :func:`videomae`."""
+    return videomae(**kwargs)
 
 
-for _name, _cfg in _SIZES.items():
-    register("model", f"videomae_vit_{_name}", _make(*_cfg))
+@register("model", "videomae_vit_large")
+@preset(videomae, embed_dim=1024, depth=24, num_heads=16, decoder_dim=512, decoder_heads=8)
+def videomae_vit_large(**kwargs: Any) -> MaskedAutoencoder:
+    """VideoMAE ViT-L (1024 x 24 blocks, 16 heads), decoder 4 x 512 (8 heads); options as :func:`videomae`."""
+    return videomae(**kwargs)
