@@ -224,13 +224,19 @@ def cmd_visualize(target: str, out: str | None, num: int, seed: int) -> int:
     return 0
 
 
-def cmd_list() -> int:
+def cmd_list(verbose: bool = False) -> int:
     import maezoo
+    from maezoo import registry
 
     print("recipes:    " + ", ".join(list_recipes()))
     for kind, items in maezoo.list_components().items():
         label = {"loss": "losses"}.get(kind, kind + "s")
-        print(f"{label + ':':<12}" + (", ".join(items) or "-"))
+        if not verbose:
+            print(f"{label + ':':<12}" + (", ".join(items) or "-"))
+            continue
+        print(f"{label}:")
+        for name, where in registry.sources(kind).items():
+            print(f"  {name:<28} {where}")
     return 0
 
 
@@ -274,7 +280,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maezoo", description="Masked autoencoders for every modality.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="recipes and registered components")
+    ls = sub.add_parser("list", help="recipes and registered components")
+    ls.add_argument("--verbose", "-v", action="store_true", help="where each component is defined (module:function)")
     r = sub.add_parser("run", help="run a recipe")
     r.add_argument("recipe")
     r.add_argument("overrides", nargs="*", help="key=value (e.g. trainer.max_steps=200, stage=linprobe checkpoint=DIR)")
@@ -328,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "list":
-            return cmd_list()
+            return cmd_list(args.verbose)
         if args.command == "run":
             return cmd_run(args.recipe, args.overrides, args.run_dir, print_config=args.print_config, quick=args.quick,
                            overwrite=args.overwrite)

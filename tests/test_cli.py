@@ -108,3 +108,9 @@ def test_csv_without_the_recipes_columns_is_refused(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert rc == 2 and "no column(s) ['OT']" in err and "no_ot.csv" in err
     assert not rd.exists()
+
+
+def test_list_verbose_names_where_each_component_lives(capsys) -> None:
+    assert main(["list", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "  videomae_vit_base" in out and "maezoo.video.models:videomae_vit_base" in out
