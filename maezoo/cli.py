@@ -124,9 +124,9 @@ def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool
             _discard_if_empty(rd)
         raise
     if main and results:
-        from maezoo.results import write_results
+        from maezoo.results import results_name, write_results
 
-        name = "results.json" if not loaded.stage else f"results_{loaded.stage}.json"
+        name = results_name(loaded.stage)
         write_results(rd / name, results, recipe=recipe)
         print(_table(results))
         print(f"wrote {rd / name}  ({time.perf_counter() - t0:.1f}s)")

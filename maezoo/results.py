@@ -149,13 +149,21 @@ def read_results(path: str | Path) -> tuple[dict[str, Any], list[Result]]:
     return doc, [Result.from_json(r) for r in doc["results"]]
 
 
+RESULTS = "results.json"
+
+
+def results_name(stage: str | None = None) -> str:
+    """The results file of a run: ``results.json``, or ``results_<stage>.json`` for a single-stage evaluation."""
+    return RESULTS if not stage else f"results_{stage}.json"
+
+
 def results_file(path: str | Path) -> Path:
     """``results.json`` of a run folder, or the file itself."""
     p = Path(path)
     if p.is_dir():
-        if not (p / "results.json").is_file():
-            raise FileNotFoundError(f"{p} has no results.json (is it a finished maezoo run folder?)")
-        return p / "results.json"
+        if not (p / RESULTS).is_file():
+            raise FileNotFoundError(f"{p} has no {RESULTS} (is it a finished maezoo run folder?)")
+        return p / RESULTS
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such run folder or results.json")
     return p

@@ -18,7 +18,7 @@ from typing import Any
 from maezoo.config import ConfigError, apply_overrides, expand_datasets, load_yaml, resolve_recipe
 from maezoo.hub import is_published, save_published
 from maezoo.registry import get
-from maezoo.results import Result, read_results, write_results
+from maezoo.results import Result, read_results, results_name, write_results
 from maezoo.systems.base import RunContext
 
 SPECIAL = ("stage", "checkpoint")
@@ -133,13 +133,13 @@ def run_recipe(loaded: LoadedRecipe, run_dir: Path, resume: bool = False) -> lis
     if loaded.checkpoint is not None and is_published(loaded.checkpoint):  # official MAE / timm / HF: maezoo.hub
         loaded.checkpoint = save_published(loaded.checkpoint, run_dir / "pretrained")
     rows: list[Result] = []
-    results_name = "results.json" if not loaded.stage else f"results_{loaded.stage}.json"
+    done_name = results_name(loaded.stage)
     for v in loaded.variants:
         seeds = list(getattr(v.cfg, "seeds", [0]))
         for seed in seeds:
             leaf = leaf_dir(run_dir, v.label, seed, len(seeds))
             is_leaf_root = leaf == run_dir
-            done = leaf / results_name
+            done = leaf / done_name
             if resume and not is_leaf_root and done.is_file():
                 print(f"{leaf}: finished before; reading its results", flush=True)
                 rows += read_results(done)[1]
