@@ -38,14 +38,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from maezoo.config import data_root
+from maezoo.core.types import SPLITS, Split
 from maezoo.data.sources import dataset_file_error, download_or_explain, find_shared_data, missing_dataset
 from maezoo.registry import register
 
-Split = Literal["train", "val", "test"]
 Borders = Literal["auto", "ett_hourly", "ett_minute", "ratio"]
 Missing = Literal["error", "interpolate"]
 Constant = Literal["keep", "error"]
-SPLITS = ("train", "val", "test")
 _TIME_NAMES = ("date", "time", "timestamp", "datetime", "ds")
 
 
