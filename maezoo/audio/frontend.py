@@ -7,7 +7,7 @@ between 20 Hz and 4 kHz hold no FFT bin (constant ``log(eps)`` features); at 16 
 
 :func:`batched_fbank` computes the same filterbanks for a whole padded batch at once (framing with ``unfold``,
 one FFT and one matrix product for the batch), on any device; it equals the reference within
-:data:`BATCHED_TOLERANCE` (tested in ``tests/test_audio.py``).
+:data:`BATCHED_TOLERANCE` (tested in ``tests/audio/test_audio.py``).
 
 Normalisation is ``(fbank - mean) / (2 * std)`` with the training split's statistics (AudioSet: -4.2677 /
 4.5690); :func:`fbank_stats` computes them for a new dataset.

@@ -1,7 +1,7 @@
 """Render a suite's records to Markdown (``docs/benchmarks.md`` and the README summary) and PNG plots.
 
 The Markdown is a pure function of the committed JSON records and of the code version at HEAD (to say which
-records were made with other code), so ``tests/test_bench.py`` can check that the committed pages equal what
+records were made with other code), so ``tests/bench/test_bench.py`` can check that the committed pages equal what
 ``maezoo bench report`` produces.
 """
 

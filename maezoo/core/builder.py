@@ -94,7 +94,7 @@ def mae(
     )
 
 
-# a tiny configuration for tests/test_registry.py, which builds every registered model with its defaults
+# a tiny configuration for tests/core/test_registry.py, which builds every registered model with its defaults
 mae.smoke_kwargs = {  # type: ignore[attr-defined]
     "tokenizer": "image",
     "tokenizer_args": {"img_size": 8, "patch_size": 4, "in_chans": 1},

@@ -120,6 +120,6 @@ class Tokenizer(nn.Module):
         raise NotImplementedError
 
     def example_input(self, batch_size: int = 2) -> Any:
-        """Optional: a small valid random batch for smoke tests (``tests/test_registry.py`` runs every
+        """Optional: a small valid random batch for smoke tests (``tests/core/test_registry.py`` runs every
         registered model on its tokenizer's example). Keep it tiny; raise ``NotImplementedError`` if absent."""
         raise NotImplementedError

@@ -11,7 +11,7 @@ same layer, with the same parameters (those of the ``GATConv`` module, so checkp
       the ``H`` heads, and in the backward pass the transposed product for the features and a sampled dense
       product (SDDMM, ``torch.sparse.sampled_addmm``) for the attention.
 
-The function and its gradients are ``GATConv``'s up to float rounding (tests/test_graph_fast.py checks both).
+The function and its gradients are ``GATConv``'s up to float rounding (tests/graph/test_graph_fast.py checks both).
 Attention dropout is drawn on the edges in CSR order, which is the tokenizer's edge order.
 
 Shapes (``R`` target rows, ``N`` source nodes, ``E`` edges, ``H`` heads, ``C`` channels per head):

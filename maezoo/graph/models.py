@@ -428,4 +428,4 @@ def graphmae(
     return model
 
 
-graphmae.smoke_kwargs = {"in_dim": 8, "hidden": 16, "heads": 2}  # type: ignore[attr-defined]  (tests/test_registry.py)
+graphmae.smoke_kwargs = {"in_dim": 8, "hidden": 16, "heads": 2}  # type: ignore[attr-defined]  (tests/core/test_registry.py)

@@ -14,7 +14,7 @@ input gradient) and several passes over ``[N, F]`` (replace, dropout, their back
 
 :func:`replaced_input_linear` computes that, given the replacement the core drew (:class:`Replacement`:
 mask, kind of each hidden row, substitute rows, token), with the same value and gradients as
-``dropout(x~) @ W^T`` up to float rounding and the dropout draws (tests/test_graph.py). Features that are
+``dropout(x~) @ W^T`` up to float rounding and the dropout draws (tests/graph/test_graph.py). Features that are
 not sparse (density above ``DENSE_ABOVE``) are gathered densely instead.
 
 Shapes: x ``[B, N, F]``; weight ``[out, F]``; returns ``[B * N, out]``.

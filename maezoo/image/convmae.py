@@ -308,7 +308,7 @@ def convmae(
     return MaskedAutoencoder(tok, enc, dec, strategy, target="norm" if norm_pix_loss else "raw", loss=loss)
 
 
-#: a tiny configuration for tests/test_registry.py (32x32 example input: 2x2 mask grid of 16-pixel cells)
+#: a tiny configuration for tests/core/test_registry.py (32x32 example input: 2x2 mask grid of 16-pixel cells)
 _SMOKE = {"img_size": None, "embed_dims": (8, 16, 32), "depths": (1, 1, 1), "num_heads": 2,
           "decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2}
 convmae.smoke_kwargs = _SMOKE  # type: ignore[attr-defined]

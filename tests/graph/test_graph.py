@@ -17,7 +17,7 @@ from maezoo.config import ConfigError
 from maezoo.graph.models import graphmae
 from maezoo.graph.tokenizer import GraphNodeTokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_cora = pytest.mark.skipif(not (SHARED / "planetoid" / "Cora" / "raw").is_dir(), reason="shared Cora data absent")
 needs_tu = pytest.mark.skipif(not (SHARED / "tu" / "MUTAG.zip").is_file(), reason="shared TU data absent")
 

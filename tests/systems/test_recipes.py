@@ -20,7 +20,7 @@ TINY = [
     "trainer.batch_size=32", "trainer.warmup_steps=5", "trainer.log_every=5", "trainer.max_steps=20",
     "trainer.ckpt_every=10", "linprobe.epochs=5", "finetune.epochs=2", "trainer.threads=1",
 ]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def test_every_recipe_speaks_one_dialect_and_prints_its_config(tmp_path, capsys):
@@ -183,7 +183,7 @@ def test_recipe_headers_are_short_and_their_links_exist():
     measured history lives in benchmarks/notes/."""
     import re
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for name in list_recipes():
         lines = resolve_recipe(name).read_text().splitlines()
         header = [ln for ln in lines[: next((i for i, ln in enumerate(lines) if not ln.startswith("#")), len(lines))]]

@@ -26,7 +26,7 @@ from maezoo.timeseries.tokenizer import SeriesPatchTokenizer
 from maezoo.timeseries.traffic import load_traffic, traffic
 from maezoo.timeseries.visualize import visualize_series
 
-SHARED_ETT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
+SHARED_ETT = Path(__file__).resolve().parents[3] / "shared" / "data" / "ett" / "ETTh1.csv"
 SMALL = {"embed_dim": 16, "depth": 1, "num_heads": 2, "decoder_dim": 16, "decoder_heads": 2, "patch_len": 4}
 
 

@@ -159,7 +159,7 @@ def test_plugin_absent_without_its_path():
 
 # -- the example plugin shipped in examples/maezoo-wave (docs/plugins.md) -------------------------------------
 
-WAVE_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "maezoo-wave"
+WAVE_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "maezoo-wave"
 
 WAVE_SCRIPT = r'''
 import torch

@@ -17,7 +17,7 @@ import pytest
 
 from maezoo.data.sources import DatasetFileError, extract_archive
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CORA_RAW = SHARED / "planetoid" / "Cora" / "raw"
 needs_cora = pytest.mark.skipif(not CORA_RAW.is_dir(), reason="shared Cora data absent")
 

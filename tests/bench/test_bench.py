@@ -16,7 +16,7 @@ from maezoo.bench.run import run_suite
 from maezoo.bench.suites import SUITES, Suite, SuiteEntry, register_suite
 from maezoo.results import Result, render_table, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = ("trainer.max_steps=6", "trainer.log_every=2", "trainer.ckpt_every=3", "trainer.threads=1",
         "stages=[pretrain,knn,linprobe]", "linprobe.epochs=2", "visualize=4", "monitor.every=3",
