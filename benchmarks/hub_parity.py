@@ -74,6 +74,37 @@ def main() -> None:
     x48 = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(4))
     diff = float((encoder_features(m, x48) - t48.forward_features(x48)).abs().max())
     print(f"48x48 from a 32x32 checkpoint: maezoo sin-cos vs timm bicubic resampling {diff:.2e}")
+    video(d)
+
+
+def video(d: Path) -> None:
+    """VideoMAE rows: (features, reconstruction, loss) differences vs the HF VideoMAEForPreTraining peer."""
+    from hub_peers import hf_videomae, hf_videomae_to_official
+    from test_hub_video import SMALL, _clip, compare_pretraining
+    from transformers import VideoMAEForPreTraining
+
+    x = _clip()
+    hf = hf_videomae()
+    hf.save_pretrained(d / "vhf")
+    m, _ = load_pretrained(d / "vhf")
+    print(f"hf VideoMAEForPreTraining: features/reconstruction/loss {compare_pretraining(m.eval(), hf, x)}")
+    hf6 = hf_videomae(layer_norm_eps=1e-6)
+    args = argparse.Namespace(num_frames=4, input_size=32, normlize_target=True)
+    torch.save({"model": hf_videomae_to_official(hf6.state_dict()), "args": args}, d / "videomae_checkpoint.pth")
+    m, _ = load_pretrained(d / "videomae_checkpoint.pth", num_heads=4, decoder_heads=4)
+    m.eval()
+    print(f"official VideoMAE (eps 1e-6 throughout): {compare_pretraining(m, hf6, x)}")
+    m.decoder.norm.eps = 1e-5
+    print(f"official VideoMAE, decoder norm eps set to HF's 1e-5: {compare_pretraining(m, hf6, x)}")
+    torch.save({"model": hf_videomae_to_official(hf6.state_dict())}, d / "no_args.pth")
+    m, _ = load_pretrained(d / "no_args.pth", num_heads=4, decoder_heads=4)
+    print(f"official VideoMAE without args (tables for 16 x 224^2 resampled to 4 x 32^2): "
+          f"{compare_pretraining(m.eval(), hf6, x)}")
+    torch.manual_seed(0)
+    b = maezoo.create_model("videomae_official", **SMALL).eval()
+    export(b, d / "vexp", to="hf")
+    print(f"videomae_official export -> transformers: "
+          f"{compare_pretraining(b, VideoMAEForPreTraining.from_pretrained(d / 'vexp').eval(), x)}")
 
 
 if __name__ == "__main__":

@@ -93,3 +93,51 @@ def hf_features(hf, x: Tensor) -> Tensor:
         return vit(pixel_values=x, noise=noise).last_hidden_state
     finally:
         hf.config.mask_ratio = 0.75
+
+
+VIDEO = dict(image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=64, num_hidden_layers=2,
+             num_attention_heads=4, intermediate_size=256, decoder_hidden_size=32, decoder_num_hidden_layers=2,
+             decoder_num_attention_heads=4, decoder_intermediate_size=128, use_mean_pooling=False)
+VIDEO_TOKENS = (4 // 2) * (32 // 8) ** 2
+
+
+def hf_videomae(**overrides):
+    """``VideoMAEForPreTraining`` (random weights, released-style config: layer_norm_eps 1e-12) on 4 x 32 x 32 clips."""
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+
+    torch.manual_seed(0)
+    model = VideoMAEForPreTraining(VideoMAEConfig(**{**VIDEO, **overrides})).eval()
+    with torch.no_grad():  # q/v biases and the prediction layer start at zero; random values exercise the mapping
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def hf_videomae_to_official(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a transformers ``VideoMAEForPreTraining`` state dict to MCG-NJU/VideoMAE's ``PretrainVisionTransformer``
+    names (the inverse of transformers' ``convert_videomae_to_pytorch.py``), written independently of maezoo.hub."""
+    out, qkv = {}, {}
+    for k, v in sd.items():
+        k = re.sub(r"^videomae\.embeddings\.patch_embeddings\.projection\.", "encoder.patch_embed.proj.", k)
+        k = re.sub(r"^videomae\.layernorm\.", "encoder.norm.", k)
+        k = re.sub(r"^videomae\.encoder\.layer\.(\d+)\.", r"encoder.blocks.\1.", k)
+        k = re.sub(r"^decoder\.decoder_layers\.(\d+)\.", r"decoder.blocks.\1.", k)
+        for a, b in (("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("attention.output.dense", "attn.proj"),
+                     ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2")):
+            k = k.replace(f".{a}.", f".{b}.")
+        m = re.search(r"\.attention\.attention\.(query|key|value)\.(weight|bias)$", k)
+        if m and m.group(2) == "weight":
+            qkv.setdefault(k[: m.start()] + ".attn.qkv.weight", {})[m.group(1)] = v
+            continue
+        if m:  # transformers 5 in memory: query.bias / value.bias
+            k = k[: m.start()] + f".attn.{m.group(1)[0]}_bias"
+        k = re.sub(r"\.attention\.attention\.(q|v)_bias$", r".attn.\1_bias", k)
+        out[k] = v
+    for k, parts in qkv.items():
+        out[k] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    return out
+
+
+def hf_video_features(hf, x: Tensor) -> Tensor:
+    """HF's unmasked encoder output for a maezoo clip ``[B, C, T, H, W]``, ``[B, N, D]``."""
+    return getattr(hf, "videomae", hf)(pixel_values=x.transpose(1, 2)).last_hidden_state
