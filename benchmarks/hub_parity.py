@@ -75,6 +75,7 @@ def main() -> None:
     diff = float((encoder_features(m, x48) - t48.forward_features(x48)).abs().max())
     print(f"48x48 from a 32x32 checkpoint: maezoo sin-cos vs timm bicubic resampling {diff:.2e}")
     video(d)
+    audio(d)
 
 
 def video(d: Path) -> None:
@@ -105,6 +106,28 @@ def video(d: Path) -> None:
     export(b, d / "vexp", to="hf")
     print(f"videomae_official export -> transformers: "
           f"{compare_pretraining(b, VideoMAEForPreTraining.from_pretrained(d / 'vexp').eval(), x)}")
+
+
+
+def audio(d: Path) -> None:
+    """Audio-MAE rows: encoder features vs the timm peer (import) and in timm after export."""
+    import timm
+    from hub_peers import timm_audiomae
+    from test_hub_audio import _fbank, _timm_folder
+
+    peer = timm_audiomae()
+    m, _ = load_pretrained(_timm_folder(peer, d / "audiomae_as2m", (64, 32)))
+    x = _fbank()
+    ours = m.eval().encoder(m.tokenizer(x).tokens)
+    print(f"timm Audio-MAE import: features {float((ours - peer.forward_features(x.unsqueeze(1))).abs().max()):.2e}")
+    export(m, d / "atimm", to="timm")
+    back = timm.create_model(f"local-dir:{d / 'atimm'}", pretrained=True).eval()
+    print(f"Audio-MAE export -> timm: features {float((back.forward_features(x.unsqueeze(1)) - ours).abs().max()):.2e}")
+    big = timm_audiomae(frames=1024, mel_bins=128, patch=16)
+    from maezoo.core.pos_embed import sincos_pos_embed
+
+    diff = float((big.pos_embed[0, 1:] - sincos_pos_embed(64, (64, 8))).abs().max())
+    print(f"Audio-MAE table (64, 8) vs maezoo's sin-cos: {diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,16 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from maezoo.hub import hf_videomae, hf_vitmae, mae_official, timm_vit, videomae_official, vit
+from maezoo.hub import hf_videomae, hf_vitmae, mae_official, timm_audiomae, timm_vit, videomae_official, vit
 from maezoo.hub.io import Checkpoint, HubError, read_checkpoint
 from maezoo.registry import build
 
 #: every mapping, tried in order (the first whose ``matches`` accepts the keys maps the file); a family's
-#: ``PIVOT`` module (default :mod:`maezoo.hub.vit`) turns its pivot into a maezoo state dict and model spec
-FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, mae_official, videomae_official, timm_vit)
+#: pivot module (its ``PIVOT``, the family itself when it defines ``infer_spec``, else :mod:`maezoo.hub.vit`)
+#: turns its pivot into a maezoo state dict and model spec
+FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, mae_official, videomae_official, timm_audiomae, timm_vit)
 #: builders that take the sizes as kwargs (no preset of that name fixes them)
-GENERIC = ("mae_vit", "videomae_official")
+GENERIC = ("mae_vit", "videomae_official", "audiomae")
 #: maezoo's MAE layer norms (the official MAE's eps)
 MAEZOO_LN_EPS = 1e-6
 
@@ -66,7 +67,7 @@ def import_checkpoint(source: str | Path | Checkpoint, **overrides: Any) -> Impo
     """Read and map a published checkpoint; ``overrides`` replace inferred builder kwargs (e.g. ``num_heads``)."""
     ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
     fam = detect(ckpt)
-    pivot = getattr(fam, "PIVOT", vit)
+    pivot = fam if hasattr(fam, "infer_spec") else getattr(fam, "PIVOT", vit)
     pv = fam.to_pivot(ckpt)
     spec = pivot.infer_spec(pv)
     spec["kwargs"].update(overrides)

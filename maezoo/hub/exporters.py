@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from maezoo.hub import hf_videomae, hf_vitmae, timm_vit, video
+from maezoo.hub import hf_videomae, hf_vitmae, timm_audiomae, timm_vit, video
 from maezoo.hub.io import HubError
 from maezoo.hub.vit import maezoo_to_pivot
 
@@ -86,7 +86,14 @@ def export(model: nn.Module, dst: str | Path, to: Target = "maezoo", spec: dict[
         if spec is None:
             raise HubError("export to maezoo needs the model spec ({'name': ..., 'kwargs': {...}}) for model.json")
         return write_maezoo(state, spec, dst)
-    if isinstance(getattr(getattr(model, "tokenizer", None), "proj", None), nn.Conv3d):
+    tok = getattr(model, "tokenizer", None)
+    if hasattr(tok, "mel_bins"):  # Audio-MAE: a timm ViT over [1, T, F] filterbanks
+        if to != "timm":
+            raise HubError("Hugging Face has no Audio-MAE; export an audio model with to='timm' (the audiomae_as2m "
+                           "layout) or 'maezoo'")
+        return timm_audiomae.write_folder(state, timm_audiomae.audio_arch(model), dst,
+                                          (float(tok.norm_mean), float(tok.norm_std)))
+    if isinstance(getattr(tok, "proj", None), nn.Conv3d):
         if to != "hf":
             raise HubError("timm has no VideoMAE; export a video model with to='hf' (VideoMAEForPreTraining) or 'maezoo'")
         varch = video_arch_of(model)

@@ -53,6 +53,9 @@ def _entries() -> list[ZooEntry]:
                          "https://github.com/MCG-NJU/VideoMAE/blob/main/MODEL_ZOO.md",
                          "pre-training checkpoint.pth (ViT-S/B/L/H); also VideoMAE V2's pre-training files "
                          "(https://github.com/OpenGVLab/VideoMAEv2/blob/master/docs/MODEL_ZOO.md)"))
+    rows.append(ZooEntry("gaunernst/vit_base_patch16_1024_128.audiomae_as2m", "timm_audiomae", "audiomae_vit_base",
+                         f"{HF}/gaunernst/vit_base_patch16_1024_128.audiomae_as2m",
+                         "timm folder; Audio-MAE AudioSet-2M encoder only (decoder initialised), 1024 x 128 fbank"))
     return rows
 
 

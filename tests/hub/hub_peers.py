@@ -141,3 +141,33 @@ def hf_videomae_to_official(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 def hf_video_features(hf, x: Tensor) -> Tensor:
     """HF's unmasked encoder output for a maezoo clip ``[B, C, T, H, W]``, ``[B, N, D]``."""
     return getattr(hf, "videomae", hf)(pixel_values=x.transpose(1, 2)).last_hidden_state
+
+
+def audiomae_sincos(dim: int, grid: tuple[int, int]) -> Tensor:
+    """Audio-MAE's ``get_2d_sincos_pos_embed_flexible`` for a (time, frequency) grid, from its formula (numpy,
+    float32 grid as the official code): the first half encodes the frequency column, the second the time row."""
+    import numpy as np
+
+    gh, gw = grid
+    w, h = np.meshgrid(np.arange(gw, dtype=np.float32), np.arange(gh, dtype=np.float32))
+
+    def one(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    return torch.from_numpy(np.concatenate([one(dim // 2, w), one(dim // 2, h)], axis=1)).float()
+
+
+def timm_audiomae(frames: int = 64, mel_bins: int = 32, patch: int = 8):
+    """A timm ViT shaped like ``vit_base_patch16_1024_128.audiomae_as2m`` (1 channel, [T, F] input, class token, no
+    head), small, its position table Audio-MAE's sin-cos."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, img_size=(frames, mel_bins), patch_size=patch,
+                              in_chans=1, embed_dim=64, depth=2, num_heads=4, num_classes=0).eval()
+    with torch.no_grad():
+        model.pos_embed[0, 1:] = audiomae_sincos(64, (frames // patch, mel_bins // patch))
+        model.pos_embed[0, :1] = 0
+    return model
