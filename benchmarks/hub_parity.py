@@ -76,6 +76,7 @@ def main() -> None:
     print(f"48x48 from a 32x32 checkpoint: maezoo sin-cos vs timm bicubic resampling {diff:.2e}")
     video(d)
     audio(d)
+    timeseries(d)
 
 
 def video(d: Path) -> None:
@@ -128,6 +129,19 @@ def audio(d: Path) -> None:
 
     diff = float((big.pos_embed[0, 1:] - sincos_pos_embed(64, (64, 8))).abs().max())
     print(f"Audio-MAE table (64, 8) vs maezoo's sin-cos: {diff:.2e}")
+
+
+
+def timeseries(d: Path) -> None:
+    """PatchTST rows: (features, reconstruction, loss) vs the HF PatchTSTForPretraining peer, both position types."""
+    from hub_peers import hf_patchtst
+    from test_hub_timeseries import _series, compare
+
+    for kind in ("random", "sincos"):
+        hf = hf_patchtst(positional_encoding_type=kind)
+        hf.save_pretrained(d / f"pt_{kind}")
+        m, _ = load_pretrained(d / f"pt_{kind}")
+        print(f"hf PatchTSTForPretraining ({kind} positions): {compare(m.eval(), hf, _series())}")
 
 
 if __name__ == "__main__":

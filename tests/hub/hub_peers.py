@@ -171,3 +171,44 @@ def timm_audiomae(frames: int = 64, mel_bins: int = 32, patch: int = 8):
         model.pos_embed[0, 1:] = audiomae_sincos(64, (frames // patch, mel_bins // patch))
         model.pos_embed[0, :1] = 0
     return model
+
+
+PATCHTST = dict(num_input_channels=3, context_length=68, patch_length=8, patch_stride=8, d_model=32, num_hidden_layers=2,
+                num_attention_heads=4, ffn_dim=128, norm_type="layernorm", pre_norm=True, positional_encoding_type="random",
+                do_mask_input=True, random_mask_ratio=0.4)
+
+
+def hf_patchtst(**overrides):
+    """``PatchTSTForPretraining`` in the configuration maezoo's blocks correspond to (random weights): 3 channels,
+    68 steps (the 4 oldest cropped), patch 8."""
+    from transformers import PatchTSTConfig, PatchTSTForPretraining
+
+    torch.manual_seed(0)
+    model = PatchTSTForPretraining(PatchTSTConfig(**{**PATCHTST, **overrides})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def hf_patchtst_run(hf, x: Tensor, seed: int = 2):
+    """The HF pre-training output for a maezoo batch ``[B, C, L]`` and the patch mask it drew, ``[B, C, N]``."""
+    drawn = []
+    handle = hf.model.masking.register_forward_hook(lambda m, i, o: drawn.append(o[1]))
+    torch.manual_seed(seed)
+    try:
+        out = hf(past_values=x.transpose(1, 2))
+    finally:
+        handle.remove()
+    return out, drawn[0].bool()
+
+
+def hf_patchtst_features(hf, x: Tensor) -> Tensor:
+    """HF's unmasked encoder output ``[B * C, N, D]`` (mask ratio 0)."""
+    ratio = hf.model.masking.random_mask_ratio
+    hf.model.masking.random_mask_ratio = 0.0
+    try:
+        h = hf.model(past_values=x.transpose(1, 2)).last_hidden_state
+    finally:
+        hf.model.masking.random_mask_ratio = ratio
+    return h.flatten(0, 1)
