@@ -74,6 +74,74 @@ def main() -> None:
     x48 = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(4))
     diff = float((encoder_features(m, x48) - t48.forward_features(x48)).abs().max())
     print(f"48x48 from a 32x32 checkpoint: maezoo sin-cos vs timm bicubic resampling {diff:.2e}")
+    video(d)
+    audio(d)
+    timeseries(d)
+
+
+def video(d: Path) -> None:
+    """VideoMAE rows: (features, reconstruction, loss) differences vs the HF VideoMAEForPreTraining peer."""
+    from hub_peers import hf_videomae, hf_videomae_to_official
+    from test_hub_video import SMALL, _clip, compare_pretraining
+    from transformers import VideoMAEForPreTraining
+
+    x = _clip()
+    hf = hf_videomae()
+    hf.save_pretrained(d / "vhf")
+    m, _ = load_pretrained(d / "vhf")
+    print(f"hf VideoMAEForPreTraining: features/reconstruction/loss {compare_pretraining(m.eval(), hf, x)}")
+    hf6 = hf_videomae(layer_norm_eps=1e-6)
+    args = argparse.Namespace(num_frames=4, input_size=32, normlize_target=True)
+    torch.save({"model": hf_videomae_to_official(hf6.state_dict()), "args": args}, d / "videomae_checkpoint.pth")
+    m, _ = load_pretrained(d / "videomae_checkpoint.pth", num_heads=4, decoder_heads=4)
+    m.eval()
+    print(f"official VideoMAE (eps 1e-6 throughout): {compare_pretraining(m, hf6, x)}")
+    m.decoder.norm.eps = 1e-5
+    print(f"official VideoMAE, decoder norm eps set to HF's 1e-5: {compare_pretraining(m, hf6, x)}")
+    torch.save({"model": hf_videomae_to_official(hf6.state_dict())}, d / "no_args.pth")
+    m, _ = load_pretrained(d / "no_args.pth", num_heads=4, decoder_heads=4)
+    print(f"official VideoMAE without args (tables for 16 x 224^2 resampled to 4 x 32^2): "
+          f"{compare_pretraining(m.eval(), hf6, x)}")
+    torch.manual_seed(0)
+    b = maezoo.create_model("videomae_official", **SMALL).eval()
+    export(b, d / "vexp", to="hf")
+    print(f"videomae_official export -> transformers: "
+          f"{compare_pretraining(b, VideoMAEForPreTraining.from_pretrained(d / 'vexp').eval(), x)}")
+
+
+
+def audio(d: Path) -> None:
+    """Audio-MAE rows: encoder features vs the timm peer (import) and in timm after export."""
+    import timm
+    from hub_peers import timm_audiomae
+    from test_hub_audio import _fbank, _timm_folder
+
+    peer = timm_audiomae()
+    m, _ = load_pretrained(_timm_folder(peer, d / "audiomae_as2m", (64, 32)))
+    x = _fbank()
+    ours = m.eval().encoder(m.tokenizer(x).tokens)
+    print(f"timm Audio-MAE import: features {float((ours - peer.forward_features(x.unsqueeze(1))).abs().max()):.2e}")
+    export(m, d / "atimm", to="timm")
+    back = timm.create_model(f"local-dir:{d / 'atimm'}", pretrained=True).eval()
+    print(f"Audio-MAE export -> timm: features {float((back.forward_features(x.unsqueeze(1)) - ours).abs().max()):.2e}")
+    big = timm_audiomae(frames=1024, mel_bins=128, patch=16)
+    from maezoo.core.pos_embed import sincos_pos_embed
+
+    diff = float((big.pos_embed[0, 1:] - sincos_pos_embed(64, (64, 8))).abs().max())
+    print(f"Audio-MAE table (64, 8) vs maezoo's sin-cos: {diff:.2e}")
+
+
+
+def timeseries(d: Path) -> None:
+    """PatchTST rows: (features, reconstruction, loss) vs the HF PatchTSTForPretraining peer, both position types."""
+    from hub_peers import hf_patchtst
+    from test_hub_timeseries import _series, compare
+
+    for kind in ("random", "sincos"):
+        hf = hf_patchtst(positional_encoding_type=kind)
+        hf.save_pretrained(d / f"pt_{kind}")
+        m, _ = load_pretrained(d / f"pt_{kind}")
+        print(f"hf PatchTSTForPretraining ({kind} positions): {compare(m.eval(), hf, _series())}")
 
 
 if __name__ == "__main__":

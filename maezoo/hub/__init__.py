@@ -8,7 +8,9 @@
 ``maezoo.create_model(name, pretrained=path)`` loads into a named model (shapes checked);
 ``maezoo convert SRC DST --to maezoo|timm|hf`` and ``maezoo zoo`` are the command-line side
 (:mod:`maezoo.hub.cli`). Families: :mod:`~maezoo.hub.mae_official`, :mod:`~maezoo.hub.timm_vit`,
-:mod:`~maezoo.hub.hf_vitmae`; the shared ViT pivot is :mod:`~maezoo.hub.vit`.
+:mod:`~maezoo.hub.hf_vitmae` (ViT pivot :mod:`~maezoo.hub.vit`); :mod:`~maezoo.hub.videomae_official`,
+:mod:`~maezoo.hub.hf_videomae` (video pivot :mod:`~maezoo.hub.video`); :mod:`~maezoo.hub.timm_audiomae`;
+:mod:`~maezoo.hub.hf_patchtst`.
 """
 
 from __future__ import annotations

@@ -13,13 +13,26 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from maezoo.hub import hf_vitmae, mae_official, timm_vit
+from maezoo.hub import (
+    hf_patchtst,
+    hf_videomae,
+    hf_vitmae,
+    mae_official,
+    timm_audiomae,
+    timm_vit,
+    videomae_official,
+    vit,
+)
 from maezoo.hub.io import Checkpoint, HubError, read_checkpoint
-from maezoo.hub.vit import infer_spec, pivot_to_maezoo, preset_name
 from maezoo.registry import build
 
-#: every mapping, tried in order (the first whose ``matches`` accepts the keys maps the file)
-FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, mae_official, timm_vit)
+#: every mapping, tried in order (the first whose ``matches`` accepts the keys maps the file); a family's
+#: pivot module (its ``PIVOT``, the family itself when it defines ``infer_spec``, else :mod:`maezoo.hub.vit`)
+#: turns its pivot into a maezoo state dict and model spec
+FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, hf_patchtst, mae_official, videomae_official, timm_audiomae,
+                                    timm_vit)
+#: builders that take the sizes as kwargs (no preset of that name fixes them)
+GENERIC = ("mae_vit", "videomae_official", "audiomae", "patchtst_hf")
 #: maezoo's MAE layer norms (the official MAE's eps)
 MAEZOO_LN_EPS = 1e-6
 
@@ -29,7 +42,8 @@ class Imported:
     """A published checkpoint mapped to maezoo names, with the model spec its shapes describe.
 
     ``spec``: ``{"name": ..., "kwargs": {...}}`` as in ``model.json``; ``ignored``: source keys left out (a
-    classifier head); ``notes``: what the mapping decided (decoder present or initialised, eps kept ...).
+    classifier head); ``notes``: what the mapping decided (decoder present or initialised, eps kept ...);
+    ``layer_norm_eps``: set on every layer norm of the model; ``norm_eps``: then on the named ones.
     """
 
     state: dict[str, Tensor]
@@ -39,10 +53,12 @@ class Imported:
     ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     layer_norm_eps: float | None = None
+    norm_eps: dict[str, float] = field(default_factory=dict)
 
     @property
     def preset(self) -> str:
-        return preset_name(self.spec["kwargs"])
+        name = self.spec["name"]
+        return vit.preset_name(self.spec["kwargs"]) if name == "mae_vit" else name
 
 
 def detect(ckpt: Checkpoint) -> ModuleType:
@@ -61,18 +77,24 @@ def import_checkpoint(source: str | Path | Checkpoint, **overrides: Any) -> Impo
     """Read and map a published checkpoint; ``overrides`` replace inferred builder kwargs (e.g. ``num_heads``)."""
     ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
     fam = detect(ckpt)
+    pivot = fam if hasattr(fam, "infer_spec") else getattr(fam, "PIVOT", vit)
     pv = fam.to_pivot(ckpt)
-    spec = infer_spec(pv)
+    spec = pivot.infer_spec(pv)
     spec["kwargs"].update(overrides)
-    state, ignored = pivot_to_maezoo(pv)
+    state, ignored = pivot.pivot_to_maezoo(pv)
     notes = list(pv.notes) + ([f"ignored {len(ignored)} key(s): {', '.join(ignored[:4])}"] if ignored else [])
     eps = pv.layer_norm_eps
     if eps is not None and abs(eps - MAEZOO_LN_EPS) > 1e-12:
         notes.append(f"layer_norm_eps {eps:g} kept from config.json (maezoo builds 1e-6)")
     else:
         eps = None
+    norm_eps = {}
+    dec_eps = getattr(pv, "decoder_norm_eps", None)
+    if dec_eps is not None and dec_eps != (eps or MAEZOO_LN_EPS):
+        norm_eps["decoder.norm"] = float(dec_eps)
+        notes.append(f"decoder.norm eps {dec_eps:g} kept (the source builds that norm with it)")
     return Imported(state=state, spec=spec, family=fam.NAME, path=ckpt.path, ignored=ignored, notes=notes,
-                    layer_norm_eps=eps)
+                    layer_norm_eps=eps, norm_eps=norm_eps)
 
 
 def load_into(model: nn.Module, imp: Imported, model_name: str | None = None) -> list[str]:
@@ -95,7 +117,7 @@ def load_into(model: nn.Module, imp: Imported, model_name: str | None = None) ->
         kw = imp.spec["kwargs"]
         described = ", ".join(f"{k}={kw[k]}" for k in ("embed_dim", "depth", "patch_size", "in_chans") if k in kw)
         raise HubError(f"{imp.path}: does not fit {label} ({detail}). The checkpoint is a {imp.family} ViT with "
-                       f"{described}; create {imp.preset}{'' if imp.preset != 'mae_vit' else ' with those kwargs'} "
+                       f"{described}; create {imp.preset}{' with those kwargs' if imp.preset in GENERIC else ''} "
                        f"(maezoo.create_model({imp.preset!r}, pretrained=...)), or leave the name out "
                        "(maezoo.hub.load_pretrained(path)) to build what the checkpoint describes")
     model.load_state_dict(imp.state, strict=False)
@@ -104,6 +126,8 @@ def load_into(model: nn.Module, imp: Imported, model_name: str | None = None) ->
         for m in model.modules():
             if isinstance(m, nn.LayerNorm):
                 m.eps = imp.layer_norm_eps
+    for name, eps in imp.norm_eps.items():
+        model.get_submodule(name).eps = eps
     if not any(k.startswith("decoder.") for k in imp.state):
         notes.append(f"decoder of {label} randomly initialised (the checkpoint has none)")
     return notes

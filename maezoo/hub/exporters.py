@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from maezoo.hub import hf_vitmae, timm_vit
+from maezoo.hub import hf_videomae, hf_vitmae, timm_audiomae, timm_vit, video
 from maezoo.hub.io import HubError
 from maezoo.hub.vit import maezoo_to_pivot
 
@@ -51,6 +51,30 @@ def arch_of(model: nn.Module, img_size: int | None = None) -> dict[str, Any]:
     return arch
 
 
+def video_arch_of(model: nn.Module) -> dict[str, Any]:
+    """The VideoMAE hyper-parameters of a built ``videomae_official`` model (official 1-D position tables)."""
+    tok, enc, dec = model.tokenizer, model.encoder, getattr(model, "decoder", None)
+    if getattr(tok, "pos_embed_kind", None) != "1d" or (dec is not None and getattr(dec, "pos_embed_kind", None) != "1d"):
+        raise HubError("this VideoMAE uses maezoo's 3-D sin-cos positions, which the official and Hugging Face VideoMAE "
+                       "do not have; build videomae_official (the official 1-D tables) to export, or use to='maezoo'")
+    if getattr(enc, "cls_token", None) is not None:
+        raise HubError("VideoMAE has no class token; this model was built with cls_token=True")
+    t, p = tok.tubelet_size, tok.patch_size
+    gt, gh, gw = tok.pos_grid
+    if gh != gw:
+        raise HubError(f"Hugging Face VideoMAE needs square frames; the model's position grid is {tok.pos_grid}")
+    d = tok.embed_dim
+    arch: dict[str, Any] = {"img_size": gh * p, "num_frames": gt * t, "patch_size": p, "tubelet_size": t,
+                            "in_chans": tok.in_chans, "embed_dim": d, "depth": len(enc.blocks),
+                            "num_heads": enc.blocks[0].attn.num_heads, "mlp_ratio": enc.blocks[0].mlp.fc1.out_features / d,
+                            "norm_pix_loss": getattr(model, "target_name", "norm") == "norm",
+                            "layer_norm_eps": float(enc.norm.eps)}
+    if dec is not None:
+        arch.update(decoder_dim=dec.embed.out_features, decoder_depth=len(dec.blocks),
+                    decoder_heads=dec.blocks[0].attn.num_heads)
+    return arch
+
+
 def export(model: nn.Module, dst: str | Path, to: Target = "maezoo", spec: dict[str, Any] | None = None,
            img_size: int | None = None) -> Path:
     """Write ``model`` to ``dst`` (a folder) in the ``to`` layout; returns the folder."""
@@ -62,6 +86,18 @@ def export(model: nn.Module, dst: str | Path, to: Target = "maezoo", spec: dict[
         if spec is None:
             raise HubError("export to maezoo needs the model spec ({'name': ..., 'kwargs': {...}}) for model.json")
         return write_maezoo(state, spec, dst)
+    tok = getattr(model, "tokenizer", None)
+    if hasattr(tok, "mel_bins"):  # Audio-MAE: a timm ViT over [1, T, F] filterbanks
+        if to != "timm":
+            raise HubError("Hugging Face has no Audio-MAE; export an audio model with to='timm' (the audiomae_as2m "
+                           "layout) or 'maezoo'")
+        return timm_audiomae.write_folder(state, timm_audiomae.audio_arch(model), dst,
+                                          (float(tok.norm_mean), float(tok.norm_std)))
+    if isinstance(getattr(tok, "proj", None), nn.Conv3d):
+        if to != "hf":
+            raise HubError("timm has no VideoMAE; export a video model with to='hf' (VideoMAEForPreTraining) or 'maezoo'")
+        varch = video_arch_of(model)
+        return hf_videomae.write_folder(video.maezoo_to_pivot(state, type(model).__name__), varch, dst)
     arch = arch_of(model, img_size)
     grid = (arch["img_size"] // arch["patch_size"],) * 2
     pivot = maezoo_to_pivot(state, grid)
@@ -92,4 +128,4 @@ def read_maezoo(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return load_file(str(folder / "model.safetensors")), spec
 
 
-__all__ = ["TARGETS", "arch_of", "export", "read_maezoo", "write_maezoo"]
+__all__ = ["TARGETS", "arch_of", "export", "read_maezoo", "video_arch_of", "write_maezoo"]

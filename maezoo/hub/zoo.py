@@ -44,6 +44,18 @@ def _entries() -> list[ZooEntry]:
             ZooEntry(f"facebook/vit-mae-{size}", "hf_vitmae", model, f"{HF}/facebook/vit-mae-{size}",
                      "ViTMAEForPreTraining folder; layer_norm_eps 1e-12 kept"),
         ]
+    for name, note in (("videomae-base", "ViT-B, Kinetics-400, 1600 epochs"), ("videomae-base-short", "ViT-B, K400, 800 epochs"),
+                       ("videomae-large", "ViT-L, Kinetics-400"), ("videomae-base-ssv2", "ViT-B, Something-Something v2"),
+                       ("videomae-base-short-ssv2", "ViT-B, SSv2, 800 epochs")):
+        rows.append(ZooEntry(f"MCG-NJU/{name}", "hf_videomae", "videomae_official",
+                             f"{HF}/MCG-NJU/{name}", f"VideoMAEForPreTraining folder; {note}"))
+    rows.append(ZooEntry("videomae_official", "videomae_official", "videomae_official",
+                         "https://github.com/MCG-NJU/VideoMAE/blob/main/MODEL_ZOO.md",
+                         "pre-training checkpoint.pth (ViT-S/B/L/H); also VideoMAE V2's pre-training files "
+                         "(https://github.com/OpenGVLab/VideoMAEv2/blob/master/docs/MODEL_ZOO.md)"))
+    rows.append(ZooEntry("gaunernst/vit_base_patch16_1024_128.audiomae_as2m", "timm_audiomae", "audiomae_vit_base",
+                         f"{HF}/gaunernst/vit_base_patch16_1024_128.audiomae_as2m",
+                         "timm folder; Audio-MAE AudioSet-2M encoder only (decoder initialised), 1024 x 128 fbank"))
     return rows
 
 
@@ -80,6 +92,9 @@ def download(name: str, root: Path | None = None) -> Path:
     """The local copy of a zoo entry's file (``.pth`` entries only; fetch Hugging Face folders with
     ``huggingface_hub.snapshot_download``), downloaded once into the cache and checksummed."""
     e = find(name)
+    if not e.url.startswith(HF) and not e.url.endswith(".pth"):
+        raise HubError(f"{name} has no single download URL (the files are on Google Drive/OneDrive/Baidu); pick one "
+                       f"from {e.url} and pass the downloaded .pth")
     if not e.url.endswith(".pth"):
         raise HubError(f"{name} is a Hugging Face repository; fetch it with huggingface_hub.snapshot_download("
                        f"{e.url.removeprefix(HF + '/')!r}) and pass the folder")

@@ -4,7 +4,7 @@
 Forecasting is evaluated by the modality-agnostic protocols in :mod:`maezoo.eval.forecast`.
 """
 
-from maezoo.timeseries import data, models, traffic, visualize  # noqa: F401  (registers datasets, builders, figures)
+from maezoo.timeseries import data, hf_compat, models, traffic, visualize  # noqa: F401  (registers datasets, builders, figures)
 from maezoo.timeseries.data import ForecastWindows, read_table, split_borders
 from maezoo.timeseries.models import PatchLinearDecoder, series_mae
 from maezoo.timeseries.tokenizer import SeriesPatchTokenizer

@@ -93,3 +93,122 @@ def hf_features(hf, x: Tensor) -> Tensor:
         return vit(pixel_values=x, noise=noise).last_hidden_state
     finally:
         hf.config.mask_ratio = 0.75
+
+
+VIDEO = dict(image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=64, num_hidden_layers=2,
+             num_attention_heads=4, intermediate_size=256, decoder_hidden_size=32, decoder_num_hidden_layers=2,
+             decoder_num_attention_heads=4, decoder_intermediate_size=128, use_mean_pooling=False)
+VIDEO_TOKENS = (4 // 2) * (32 // 8) ** 2
+
+
+def hf_videomae(**overrides):
+    """``VideoMAEForPreTraining`` (random weights, released-style config: layer_norm_eps 1e-12) on 4 x 32 x 32 clips."""
+    from transformers import VideoMAEConfig, VideoMAEForPreTraining
+
+    torch.manual_seed(0)
+    model = VideoMAEForPreTraining(VideoMAEConfig(**{**VIDEO, **overrides})).eval()
+    with torch.no_grad():  # q/v biases and the prediction layer start at zero; random values exercise the mapping
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def hf_videomae_to_official(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a transformers ``VideoMAEForPreTraining`` state dict to MCG-NJU/VideoMAE's ``PretrainVisionTransformer``
+    names (the inverse of transformers' ``convert_videomae_to_pytorch.py``), written independently of maezoo.hub."""
+    out, qkv = {}, {}
+    for k, v in sd.items():
+        k = re.sub(r"^videomae\.embeddings\.patch_embeddings\.projection\.", "encoder.patch_embed.proj.", k)
+        k = re.sub(r"^videomae\.layernorm\.", "encoder.norm.", k)
+        k = re.sub(r"^videomae\.encoder\.layer\.(\d+)\.", r"encoder.blocks.\1.", k)
+        k = re.sub(r"^decoder\.decoder_layers\.(\d+)\.", r"decoder.blocks.\1.", k)
+        for a, b in (("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("attention.output.dense", "attn.proj"),
+                     ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2")):
+            k = k.replace(f".{a}.", f".{b}.")
+        m = re.search(r"\.attention\.attention\.(query|key|value)\.(weight|bias)$", k)
+        if m and m.group(2) == "weight":
+            qkv.setdefault(k[: m.start()] + ".attn.qkv.weight", {})[m.group(1)] = v
+            continue
+        if m:  # transformers 5 in memory: query.bias / value.bias
+            k = k[: m.start()] + f".attn.{m.group(1)[0]}_bias"
+        k = re.sub(r"\.attention\.attention\.(q|v)_bias$", r".attn.\1_bias", k)
+        out[k] = v
+    for k, parts in qkv.items():
+        out[k] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    return out
+
+
+def hf_video_features(hf, x: Tensor) -> Tensor:
+    """HF's unmasked encoder output for a maezoo clip ``[B, C, T, H, W]``, ``[B, N, D]``."""
+    return getattr(hf, "videomae", hf)(pixel_values=x.transpose(1, 2)).last_hidden_state
+
+
+def audiomae_sincos(dim: int, grid: tuple[int, int]) -> Tensor:
+    """Audio-MAE's ``get_2d_sincos_pos_embed_flexible`` for a (time, frequency) grid, from its formula (numpy,
+    float32 grid as the official code): the first half encodes the frequency column, the second the time row."""
+    import numpy as np
+
+    gh, gw = grid
+    w, h = np.meshgrid(np.arange(gw, dtype=np.float32), np.arange(gh, dtype=np.float32))
+
+    def one(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    return torch.from_numpy(np.concatenate([one(dim // 2, w), one(dim // 2, h)], axis=1)).float()
+
+
+def timm_audiomae(frames: int = 64, mel_bins: int = 32, patch: int = 8):
+    """A timm ViT shaped like ``vit_base_patch16_1024_128.audiomae_as2m`` (1 channel, [T, F] input, class token, no
+    head), small, its position table Audio-MAE's sin-cos."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, img_size=(frames, mel_bins), patch_size=patch,
+                              in_chans=1, embed_dim=64, depth=2, num_heads=4, num_classes=0).eval()
+    with torch.no_grad():
+        model.pos_embed[0, 1:] = audiomae_sincos(64, (frames // patch, mel_bins // patch))
+        model.pos_embed[0, :1] = 0
+    return model
+
+
+PATCHTST = dict(num_input_channels=3, context_length=68, patch_length=8, patch_stride=8, d_model=32, num_hidden_layers=2,
+                num_attention_heads=4, ffn_dim=128, norm_type="layernorm", pre_norm=True, positional_encoding_type="random",
+                do_mask_input=True, random_mask_ratio=0.4)
+
+
+def hf_patchtst(**overrides):
+    """``PatchTSTForPretraining`` in the configuration maezoo's blocks correspond to (random weights): 3 channels,
+    68 steps (the 4 oldest cropped), patch 8."""
+    from transformers import PatchTSTConfig, PatchTSTForPretraining
+
+    torch.manual_seed(0)
+    model = PatchTSTForPretraining(PatchTSTConfig(**{**PATCHTST, **overrides})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def hf_patchtst_run(hf, x: Tensor, seed: int = 2):
+    """The HF pre-training output for a maezoo batch ``[B, C, L]`` and the patch mask it drew, ``[B, C, N]``."""
+    drawn = []
+    handle = hf.model.masking.register_forward_hook(lambda m, i, o: drawn.append(o[1]))
+    torch.manual_seed(seed)
+    try:
+        out = hf(past_values=x.transpose(1, 2))
+    finally:
+        handle.remove()
+    return out, drawn[0].bool()
+
+
+def hf_patchtst_features(hf, x: Tensor) -> Tensor:
+    """HF's unmasked encoder output ``[B * C, N, D]`` (mask ratio 0)."""
+    ratio = hf.model.masking.random_mask_ratio
+    hf.model.masking.random_mask_ratio = 0.0
+    try:
+        h = hf.model(past_values=x.transpose(1, 2)).last_hidden_state
+    finally:
+        hf.model.masking.random_mask_ratio = ratio
+    return h.flatten(0, 1)

@@ -1,0 +1,58 @@
+"""Parity of the Hugging Face ``PatchTSTForPretraining`` mapping (layernorm, pre-norm configuration) against the
+peer built from its own config with random weights, same series and same patch mask (1e-5, fp32)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hub_peers import hf_patchtst, hf_patchtst_features, hf_patchtst_run
+
+import maezoo
+from maezoo.core.masking import Mask
+from maezoo.hub import HubError, export, import_checkpoint, load_pretrained
+
+pytest.importorskip("transformers")
+TOL = 1e-5
+
+
+def _series(b: int = 2) -> torch.Tensor:
+    return torch.randn(b, 3, 68, generator=torch.Generator().manual_seed(1)).cumsum(-1)
+
+
+def compare(model, hf, x) -> tuple[float, float, float]:
+    """(features, reconstruction, loss) differences under the mask HF drew."""
+    with torch.no_grad():
+        feat = float((model.encoder(model.tokenizer(x).tokens) - hf_patchtst_features(hf, x)).abs().max())
+        ref, mask = hf_patchtst_run(hf, x)
+        out = model(x, mask=Mask.from_bool(mask.flatten(0, 1)))
+    recon = float((out.pred - ref.prediction_output.flatten(0, 1)).abs().max())
+    return feat, recon, abs(float(out.loss) - float(ref.loss))
+
+
+def test_hf_patchtst_for_pretraining_parity(tmp_path):
+    hf = hf_patchtst()
+    hf.save_pretrained(tmp_path / "hf")
+    imp = import_checkpoint(tmp_path / "hf")
+    assert imp.family == "hf_patchtst" and imp.layer_norm_eps == 1e-5
+    model, spec = load_pretrained(tmp_path / "hf")
+    assert spec["name"] == "patchtst_hf" and spec["kwargs"]["stride"] == 8 and spec["kwargs"]["mask_ratio"] == 0.4
+    assert max(compare(model.eval(), hf, _series())) < TOL
+    export(model, tmp_path / "mz", to="maezoo", spec=spec)  # maezoo layout round trip
+    again = maezoo.create_model("patchtst_hf", pretrained=str(tmp_path / "mz"), **spec["kwargs"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items())
+
+
+def test_sincos_positions_load_as_values(tmp_path):
+    hf = hf_patchtst(positional_encoding_type="sincos")
+    hf.save_pretrained(tmp_path / "hf")
+    model, _ = load_pretrained(tmp_path / "hf")
+    assert max(compare(model.eval(), hf, _series())) < TOL
+
+
+@pytest.mark.parametrize(("setting", "message"), [({"norm_type": "batchnorm"}, "norm_type='batchnorm'"),
+                                                  ({"pre_norm": False}, "pre_norm=False"),
+                                                  ({"share_embedding": False}, "share_embedding=False")])
+def test_configurations_without_a_maezoo_counterpart_are_refused(tmp_path, setting, message):
+    hf_patchtst(**setting).save_pretrained(tmp_path / "hf")
+    with pytest.raises(HubError, match=rf"hf/model\.safetensors: a PatchTST with {message}.*corresponds to norm_type='layernorm'"):
+        import_checkpoint(tmp_path / "hf")
