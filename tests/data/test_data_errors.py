@@ -210,15 +210,18 @@ def test_cora_bad_raw_file_already_in_data_root(tmp_path, monkeypatch):
 
 
 @needs_cora
-def test_cora_half_written_processed_is_rebuilt(tmp_path, monkeypatch):
+def test_cora_half_written_processed_cache_is_never_read(tmp_path, monkeypatch):
+    """Graphs are parsed from the raw files each time; a damaged PyG cache beside them changes nothing."""
     from maezoo.graph.data import load_planetoid
 
     monkeypatch.setenv("MAEZOO_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("MAEZOO_SHARED_DATA", str(tmp_path / "shared"))
     shutil.copytree(CORA_RAW, tmp_path / "shared" / "planetoid" / "Cora" / "raw")
     load_planetoid("Cora")
-    processed = tmp_path / "data" / "planetoid" / "Cora" / "processed" / "data.pt"
-    processed.write_bytes(processed.read_bytes()[:100])
+    processed = tmp_path / "data" / "planetoid" / "Cora" / "processed"
+    assert not processed.exists()  # nothing is written beside the raw files
+    processed.mkdir()
+    (processed / "data.pt").write_bytes(b"\x80\x04half a pickle")
     assert load_planetoid("Cora").num_nodes == 2708
 
 

@@ -111,7 +111,7 @@ def test_corrupt_samples_and_truncated_shards_are_counted(tmp_path):
     bad = good = 0
     with pytest.warns(UserWarning):
         for _ in range(ds.batches_per_epoch(1, 1, BS)):
-            batch, n_bad = next(it)
+            batch, n_bad, _ = next(it)
             bad += n_bad
             good += 0 if batch is None else len(batch[0])
     assert good + bad == N and 1 + 1 <= bad < PER_SHARD + 1
@@ -127,7 +127,7 @@ def test_shard_command_writes_a_registered_dataset(tmp_path):
     ds = maezoo.build("dataset", "shards", source=str(tmp_path / "{split}".replace("{split}", "d")))
     src = maezoo.build("dataset", "digits", split="train", image_size=8)
     assert len(ds) == len(src) and len(read_index(tmp_path / "d")) == -(-len(src) // 500)
-    batch, bad = next(iter(ds.make_loader(0, 1, 8, 0, 0)))
+    batch, bad, _ = next(iter(ds.make_loader(0, 1, 8, 0, 0)))
     assert bad == 0 and batch[0].shape == (8, *src[0][0].shape)
     with pytest.raises(SystemExit, match="unknown dataset"):
         main(ap.parse_args(["shard", "nope", str(tmp_path / "x")]))

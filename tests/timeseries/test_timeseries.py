@@ -193,7 +193,7 @@ def test_bad_tables_get_clear_messages_or_the_documented_policy(tmp_path):
         series("train", path=str(_csv(tmp_path / "e.csv", n)), context=205, horizon=10)
     with pytest.raises(ValueError, match="no column"):
         series(path=str(_csv(tmp_path / "f.csv", n)), columns=["nope"], context=16, horizon=4)
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(FileNotFoundError, match="missing.csv not found .*MAEZOO_DATA"):
         series(path=str(tmp_path / "missing.csv"))
     (tmp_path / "junk.csv").write_bytes(b"\x00\x01garbage")
     with pytest.raises(ValueError, match="junk.csv"):
@@ -312,7 +312,7 @@ def test_recipes_run_end_to_end_on_a_small_series(recipe, tmp_path, capsys):
 
     path = _csv(tmp_path / "tiny.csv", rows=320)
     run = tmp_path / "run"
-    tiny = [f"data.args.path={path}", "data.args.context=48", "data.args.horizon=8", "model.args.embed_dim=16", "model.args.depth=1",
+    tiny = [f"data.args.path={path}", "data.args.columns=null", "data.args.context=48", "data.args.horizon=8", "model.args.embed_dim=16", "model.args.depth=1",
             "model.args.num_heads=2", "model.args.decoder_dim=16", "model.args.decoder_heads=2",
             "trainer.max_steps=3", "trainer.warmup_steps=1", "trainer.threads=1", "trainer.batch_size=8",
             "forecast.horizons=[8]", "forecast.max_steps_per_epoch=2", "forecast.val_subset=8",
