@@ -71,6 +71,9 @@ class Tokenizer(nn.Module):
     embed_dim: int
     #: values per token in the reconstruction target (``patch**2 * C`` for images)
     target_dim: int
+    #: fine-tuning may mix whole inputs of a batch and cut boxes from their last two dimensions (timm's
+    #: Mixup/CutMix, written for image batches ``[B, C, H, W]``); image tokenizers set it
+    batch_mixup: bool = False
 
     def validate(self, x: Any) -> None:
         """Raise ``ValueError`` naming the problem and the fix when ``x`` is not a valid batch."""

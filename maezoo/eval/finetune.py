@@ -404,14 +404,10 @@ def _make_mixup(cfg: FinetuneConfig, num_classes: int, multilabel: bool = False)
     )
 
 
-def mixup_applies(clf: Classifier, x: Any) -> bool:
+def mixup_applies(clf: Classifier) -> bool:
     """Whether timm's batch mixup/cutmix (which mixes whole inputs and cuts boxes from their last two dimensions)
-    applies to the inputs of ``clf``: the tokenizer declares it with a ``batch_mixup`` attribute. A tokenizer that
-    does not declare it gets it for image batches ``[B, C, H, W]``, the input timm's Mixup is written for."""
-    declared = getattr(clf.tokenizer, "batch_mixup", None)
-    if isinstance(declared, bool):
-        return declared
-    return isinstance(x, Tensor) and x.dim() == 4
+    applies to the inputs of ``clf``: its tokenizer declares it (:attr:`maezoo.core.Tokenizer.batch_mixup`)."""
+    return bool(getattr(clf.tokenizer, "batch_mixup", False))
 
 
 @dataclass
@@ -528,7 +524,7 @@ def train_classifier(
             x, y = split_xy(batch)
             x, y = to_device(x, device), torch.as_tensor(y).to(device)
             set_lr(opt, cosine_lr(step, total, lr, warmup, cfg.min_lr))
-            mix = targets.mixup is not None and mixup_applies(clf, x)
+            mix = targets.mixup is not None and mixup_applies(clf)
             x, y, y_soft = targets.prepare(x, y, mix)
             used_mixup |= mix and x.shape[0] >= 2
             with stepper.autocast():

@@ -26,6 +26,8 @@ def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 
 @register("tokenizer", "image")
 class PatchTokenizer(Tokenizer):
+    batch_mixup = True  # image batches [B, C, H, W]: timm's Mixup/CutMix apply
+
     def __init__(
         self,
         embed_dim: int = 768,
