@@ -73,7 +73,7 @@ def shrink_config(cfg: Any) -> tuple[Any, list[str]]:
         cfg.visualize = MAX_SAMPLES_SHOWN
     protocols = dict(cfg.protocols)
     for section, settings in protocols.items():
-        if dataclasses.is_dataclass(settings):
+        if section in _sections_run(cfg.stages) and dataclasses.is_dataclass(settings):
             budget = {**PROTOCOL_BUDGET, **SECTION_BUDGET.get(section, {})}
             settings = _shrink(settings, budget, section, changes)
             horizons = getattr(settings, "horizons", None)
@@ -83,6 +83,13 @@ def shrink_config(cfg: Any) -> tuple[Any, list[str]]:
             protocols[section] = settings
     cfg.protocols = protocols
     return cfg, changes
+
+
+def _sections_run(stages: list[str]) -> set[str]:
+    """The recipe sections of the protocols the stages run (others are left as they are, and not listed)."""
+    from maezoo.eval.protocols import get_protocol
+
+    return {get_protocol(s).section for s in stages if s != "pretrain"}  # type: ignore[attr-defined]
 
 
 __all__ = ["shrink_config"]
