@@ -40,12 +40,13 @@ class TransformerDecoder(nn.Module):
         mlp_ratio: float = 4.0,
         num_prefix_tokens: int = 1,
         remask: bool = True,
+        embed_bias: bool = True,
     ) -> None:
         super().__init__()
         self.num_prefix_tokens = num_prefix_tokens
         #: in replace mode, overwrite the hidden tokens' codes with the mask token again (GraphMAE re-mask)
         self.remask = remask
-        self.embed = nn.Linear(in_dim, dim)
+        self.embed = nn.Linear(in_dim, dim, bias=embed_bias)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=_norm) for _ in range(depth))
         self.norm = _norm(dim)
@@ -69,12 +70,17 @@ class TransformerDecoder(nn.Module):
             x = unshuffle(x, mask, self.mask_token.view(-1))
         elif self.remask:
             x = torch.where(mask.mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-        x = x + sincos_pos_embed(x.shape[-1], grid, x.device, x.dtype)
+        x = x + self.position_embedding(grid, x)
         x = torch.cat([prefix, x], dim=1)
         select_attention(self.blocks, x)
         for blk in self.blocks:
             x = blk(x)
         return self.pred(self.norm(x))[:, p:]
+
+    def position_embedding(self, grid: tuple[int, ...], like: Tensor) -> Tensor:
+        """``[prod(grid), dim]`` positions added to the decoder's tokens: MAE's fixed sin-cos table (cached on the
+        device). Override for another table (the official VideoMAE decoder's 1-D one)."""
+        return sincos_pos_embed(like.shape[-1], grid, like.device, like.dtype)
 
     def _forward_targets(self, prefix: Tensor, x: Tensor, mask: Mask, grid: tuple[int, ...]) -> Tensor:
         """VideoMAE V2: decode visible tokens + mask tokens at ``mask.ids_target``; predict those ``K`` only.
@@ -84,7 +90,7 @@ class TransformerDecoder(nn.Module):
             returns: ``[B, K, out_dim]``
         """
         n, ids_t = mask.mask.shape[1], mask.ids_target
-        pe = sincos_pos_embed(x.shape[-1], grid, x.device, x.dtype)  # [N, dim], cached on the device
+        pe = self.position_embedding(grid, x)  # [N, dim]
         vis = gather_tokens(x, mask.ids_keep) if x.shape[1] == n else x
         if x.shape[1] == n and not self.remask:
             tgt = gather_tokens(x, ids_t)

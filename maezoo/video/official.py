@@ -19,12 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from maezoo.core.attention import select_attention
 from maezoo.core.decoder import TransformerDecoder
 from maezoo.core.mae import MaskedAutoencoder
-from maezoo.core.masking import Mask, gather_tokens, unshuffle
 from maezoo.core.pos_embed import interpolate_pos_embed
 from maezoo.registry import check_kwargs, register
 from maezoo.video.models import videomae
@@ -44,9 +42,8 @@ class OfficialVideoDecoder(TransformerDecoder):
 
     def __init__(self, in_dim: int, out_dim: int, dim: int = 384, depth: int = 4, num_heads: int = 6,
                  mlp_ratio: float = 4.0, num_prefix_tokens: int = 0, pos_grid: Sequence[int] | None = None) -> None:
-        super().__init__(in_dim, out_dim, dim, depth, num_heads, mlp_ratio, num_prefix_tokens=num_prefix_tokens)
-        self.embed = nn.Linear(in_dim, dim, bias=False)
-        nn.init.xavier_uniform_(self.embed.weight)
+        super().__init__(in_dim, out_dim, dim, depth, num_heads, mlp_ratio, num_prefix_tokens=num_prefix_tokens,
+                         embed_bias=False)
         self.pos_grid = tuple(int(g) for g in pos_grid) if pos_grid is not None else None
 
     def position_embedding(self, grid: tuple[int, ...], like: Tensor) -> Tensor:
@@ -54,31 +51,6 @@ class OfficialVideoDecoder(TransformerDecoder):
         ref = self.pos_grid or tuple(grid)
         table = sinusoid_table(int(torch.tensor(ref).prod()), self.embed.out_features)
         return interpolate_pos_embed(table, ref, tuple(grid)).to(like.device, like.dtype)
-
-    def forward(self, latent: Tensor, mask: Mask, grid: tuple[int, ...], context: dict[str, Any] | None = None) -> Tensor:
-        x = self.embed(latent)
-        p = self.num_prefix_tokens
-        prefix, x = x[:, :p], x[:, p:]
-        n = mask.mask.shape[1]
-        if x.shape[1] not in (mask.num_visible, n):
-            raise ValueError(f"decoder got {x.shape[1]} latent tokens after {p} prefix token(s); expected "
-                             f"{mask.num_visible} (drop mode) or {n} (replace mode) for grid {tuple(grid)}")
-        pe = self.position_embedding(grid, x)
-        if mask.ids_target is not None:  # VideoMAE V2: visible tokens + mask tokens at the selected positions
-            vis = gather_tokens(x, mask.ids_keep) if x.shape[1] == n else x
-            tgt = self.mask_token.to(x.dtype).expand(x.shape[0], mask.ids_target.shape[1], -1)
-            seq = torch.cat([prefix, vis + pe[mask.ids_keep], tgt + pe[mask.ids_target]], dim=1)
-            k = mask.ids_target.shape[1]
-        else:
-            if x.shape[1] == mask.num_visible and mask.num_visible != n:
-                x = unshuffle(x, mask, self.mask_token.view(-1))
-            else:
-                x = torch.where(mask.mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-            seq, k = torch.cat([prefix, x + pe], dim=1), n
-        select_attention(self.blocks, seq)
-        for blk in self.blocks:
-            seq = blk(seq)
-        return self.pred(self.norm(seq[:, seq.shape[1] - k:]))
 
 
 @register("model", "videomae_official")
