@@ -38,7 +38,7 @@ from maezoo.core.presets import preset
 from maezoo.core.types import Divides, Rate, Ratio, Size
 from maezoo.registry import register
 from maezoo.text.tokenizer import TextTokenizer
-from maezoo.text.vocab import TextVocab
+from maezoo.text.vocab import SPECIAL_TOKENS, TextVocab
 
 #: Hugging Face ``BertForMaskedLM`` name -> maezoo name (``{i}``: layer index); q/k/v are stacked into ``qkv``
 HF_BERT_NAMES: dict[str, str] = {
@@ -171,9 +171,13 @@ class BertLMHead(nn.Module):
 
 
 def vocab_kwargs(vocab_file: str | None, vocab_size: int | None) -> dict[str, Any]:
-    """Vocabulary size and special ids from ``vocab_file`` (checked against ``vocab_size``), else BERT's."""
+    """Vocabulary size and special ids from ``vocab_file`` (checked against ``vocab_size``); without a file,
+    BERT's 30522 pieces and ids, or for another ``vocab_size`` the layout of a vocabulary maezoo trains
+    (``[PAD] [UNK] [CLS] [SEP] [MASK]`` = 0-4)."""
     if vocab_file is None:
-        return {"vocab_size": vocab_size or 30522}
+        if vocab_size is None:
+            return {"vocab_size": 30522}
+        return {"vocab_size": vocab_size, **{f"{t.strip('[]').lower()}_id": i for i, t in enumerate(SPECIAL_TOKENS)}}
     vocab = TextVocab.from_file(vocab_file)
     if vocab_size is not None and vocab_size != vocab.vocab_size:
         raise ValueError(f"{vocab_file} holds {vocab.vocab_size} pieces but model vocab_size={vocab_size}. Fix: drop "
@@ -200,7 +204,8 @@ def bert(
 
     Args:
         vocab_file: ``tokenizer.json`` or BERT ``vocab.txt`` giving the vocabulary size, special ids and word
-            pieces (a text dataset passes its own); without it ``vocab_size`` (default 30522) and BERT's ids.
+            pieces (a text dataset passes its own); without it BERT's 30522 pieces and ids, or ``vocab_size``
+            pieces laid out as maezoo trains them (special tokens 0-4).
         masking: ``random`` pieces or ``whole_word`` (all pieces of a word together).
         replace: shares of mask token / random token / unchanged (default BERT's ``{mask: 0.8, random: 0.1,
             keep: 0.1}``).
