@@ -11,8 +11,7 @@ Shapes:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,21 +146,4 @@ def _bert_pipeline(tok, lowercase: bool) -> None:
     tok.decoder = decoders.WordPiece(prefix=CONTINUATION)
 
 
-def read_vocab_json(path: str | Path) -> dict[str, int]:
-    """Piece -> id of a ``tokenizer.json`` without building a tokenizer (cheap checks)."""
-    data = json.loads(Path(path).read_text())
-    return dict(data.get("model", {}).get("vocab", {}))
-
-
-def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    buf: list[str] = []
-    for it in items:
-        buf.append(it)
-        if len(buf) == size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
-
-
-__all__ = ["CONTINUATION", "SPECIAL_TOKENS", "TextVocab", "VocabError", "batched", "read_vocab_json"]
+__all__ = ["CONTINUATION", "SPECIAL_TOKENS", "TextVocab", "VocabError"]
