@@ -43,6 +43,21 @@ def attention_kernel(x: Tensor) -> Kernel:
     return "explicit" if half and x.shape[1] <= CPU_EXPLICIT_ATTENTION_MAX_TOKENS else "sdpa"
 
 
+def padding_attn_mask(padding_mask: Tensor | None, num_prefix_tokens: int = 0) -> Tensor | None:
+    """The ``attn_mask`` (SDPA's boolean form, ``True``: attend) that hides padded keys from every query.
+
+    Prefix tokens (a class token) are never padding. ``None`` in, ``None`` out.
+
+    Shapes: padding_mask ``[B, N]`` bool (``True`` on padding) -> ``[B, 1, 1, P + N]``
+    """
+    if padding_mask is None:
+        return None
+    keep = ~padding_mask.bool()
+    if num_prefix_tokens:
+        keep = torch.cat([keep.new_ones(keep.shape[0], num_prefix_tokens), keep], dim=1)
+    return keep[:, None, None, :]
+
+
 def select_attention(blocks: nn.ModuleList, x: Tensor) -> None:
     """Point every timm block's attention (its ``fused_attn`` switch) at :func:`attention_kernel`'s choice for
     the sequence ``x``."""
@@ -55,4 +70,4 @@ def select_attention(blocks: nn.ModuleList, x: Tensor) -> None:
             attn.fused_attn = kernel != "explicit"
 
 
-__all__ = ["CPU_EXPLICIT_ATTENTION_MAX_TOKENS", "Kernel", "attention_kernel", "select_attention"]
+__all__ = ["CPU_EXPLICIT_ATTENTION_MAX_TOKENS", "Kernel", "attention_kernel", "padding_attn_mask", "select_attention"]

@@ -4,6 +4,8 @@ device and precision by :mod:`maezoo.core.attention`).
 Parameter names follow the official MAE (``cls_token``, ``blocks.N``, ``norm``) so that published
 checkpoints map onto it with a prefix change only.
 
+A ``context["padding_mask"]`` (``[B, N]`` bool, variable-length batches) hides the padded keys from attention.
+
 Shapes:
     forward(tokens ``[B, N, D]``) -> ``[B, P + N, D]`` where ``P = num_prefix_tokens`` (1 with a class token).
 """
@@ -16,7 +18,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from maezoo.core.attention import select_attention
+from maezoo.core.attention import padding_attn_mask, select_attention
 from maezoo.registry import register
 
 
@@ -72,8 +74,9 @@ class ViTEncoder(nn.Module):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
         select_attention(self.blocks, x)
+        attn_mask = padding_attn_mask((context or {}).get("padding_mask"), self.num_prefix_tokens)
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x) if attn_mask is None else blk(x, attn_mask=attn_mask)
         return self.norm(x)
 
 

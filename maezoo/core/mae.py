@@ -29,6 +29,15 @@ Hooks (all off by default, so the default forward is the plain MAE):
     ``Tokens.mask_grid`` coarser than ``Tokens.grid`` (ConvMAE): masks, targets and the decoder live on
         the mask grid; the encoder must consume the mask.
     Packed token sets (``context["segment_ids"]``): ``encode(pool="mean"|"max"|"sum")`` pools per segment.
+    Variable-length batches (text): a tokenizer reporting ``context["padding_mask"]`` (``[B', N]`` bool, ``True`` on
+        padding; optionally ``context["unmaskable"]``, e.g. ``[SEP]``, and ``context["word_ids"]`` for whole-word
+        masking) gets a ragged mask with per-sample counts that never hides those tokens
+        (:meth:`~maezoo.core.masking.Mask.from_bool_ragged`, replace mode only); the encoder is handed the padding
+        in its context (attention ignores padded keys), the loss scores exactly the hidden real tokens and
+        ``encode(pool="mean")`` averages real tokens only. ``context["replace_table"]`` (``[S, D]``) makes a
+        random substitute a uniformly drawn row of it (BERT: a random vocabulary token).
+    A decoder declaring ``predicts = "masked"`` returns ``[B', M, P]`` on ``mask.ids_masked`` only (BERT's
+        vocabulary head: no logits for the tokens it is not scored on).
 
 Shapes:
     forward(x) -> MAEOutput with pred/target ``[B', N, P]`` (``[B', K, P]`` with decoder masking),
@@ -79,7 +88,8 @@ class MAEOutput:
     ``loss`` is their weighted sum and the value to back-propagate.
 
     Shapes:
-        pred, target: ``[B', N, P]``; with decoder masking ``[B', K, P]`` aligned with ``mask.ids_target``
+        pred, target: ``[B', N, P]``; with decoder masking ``[B', K, P]`` aligned with ``mask.ids_target``; from a
+            decoder with ``predicts = "masked"`` ``[B', M, P]`` aligned with ``mask.ids_masked``
         mask.mask: ``[B', N]``; target_mask: ``[B', N]`` bool, the tokens the loss scored
         grid: the grid ``pred``/``target``/``mask`` live on (the mask grid); token_grid: the tokenizer's grid
         context: the tokenizer's context of this batch (e.g. RevIN statistics for ``Tokenizer.inverse``)
@@ -187,11 +197,12 @@ class MaskedAutoencoder(nn.Module):
             kind, source = draw_replace_rule(mask, rule, x.shape[0] * x.shape[1], generator, x.device)
             ctx["replace"] = {"mask": mask, "kind": kind, "source": source, "token": self.mask_token}
         else:
-            x = self._replace(x, mask, generator, ctx.get("pos_embed"))
+            x = self._replace(x, mask, generator, ctx.get("pos_embed"), ctx.get("replace_table"))
         return self.encoder(x, ctx)
 
     def _replace(
-        self, x: Tensor, mask: Mask, generator: torch.Generator | None, pos: Tensor | None = None
+        self, x: Tensor, mask: Mask, generator: torch.Generator | None, pos: Tensor | None = None,
+        table: Tensor | None = None,
     ) -> Tensor:
         """Hidden tokens per :attr:`replace_rule` (random/keep shares in training only).
 
@@ -200,7 +211,7 @@ class MaskedAutoencoder(nn.Module):
         encoder still knows where the hidden tokens are.
         """
         rule = self.replace_rule if self.training else ReplaceRule()
-        return apply_replace_rule(x, mask, self.mask_token, rule, generator, pos)[0]
+        return apply_replace_rule(x, mask, self.mask_token, rule, generator, pos, table)[0]
 
     # -- masks ----------------------------------------------------------------------------------------
     def _check_mask_grid(self, tok: Tokens) -> None:
@@ -226,8 +237,20 @@ class MaskedAutoencoder(nn.Module):
         """
         grid = _mask_grid(self.tokenizer, x)
         device = _device(self)
-        mask = self.masking(_batch_size(x, self.tokenizer), grid, generator=generator, device=device)
+        if getattr(self.tokenizer, "variable_length", False):  # the padding is only known from the tokens
+            tok = self.tokenizer(x)
+            mask = self._draw_mask(tok, generator)
+        else:
+            mask = self.masking(_batch_size(x, self.tokenizer), grid, generator=generator, device=device)
         return self._with_decoder_targets(mask, grid, generator, device)
+
+    def _draw_mask(self, tok: Tokens, generator: torch.Generator | None) -> Mask:
+        """The strategy's mask for a tokenized batch; ragged (per-sample counts) when it reports padding."""
+        b, grid, device, ctx = tok.batch_size, tok.mask_grid, tok.tokens.device, tok.context
+        exclude = excluded_tokens(ctx)
+        if exclude is None:
+            return self.masking(b, grid, generator=generator, device=device)
+        return self.masking(b, grid, generator=generator, device=device, exclude=exclude, groups=ctx.get("word_ids"))
 
     # -- forward ----------------------------------------------------------------------------------------
     def forward(self, x: Any, *, mask: Mask | None = None, generator: torch.Generator | None = None) -> MAEOutput:
@@ -237,22 +260,29 @@ class MaskedAutoencoder(nn.Module):
         self._check_mask_grid(tok)
         b, n, grid, device = tok.batch_size, tok.num_mask_tokens, tok.mask_grid, tok.tokens.device
         if mask is None:
-            mask = self.masking(b, grid, generator=generator, device=device)
+            mask = self._draw_mask(tok, generator)
         elif tuple(mask.mask.shape) != (b, n):
             raise ValueError(
                 f"mask is {tuple(mask.mask.shape)} but the batch has {b} sample(s) of {n} tokens (grid {grid}); "
                 "build it for this batch, e.g. with model.sample_mask(x)"
             )
+        if mask.ragged and self.input_mode == "drop":
+            raise ValueError("a variable-length batch (the tokenizer reports context['padding_mask']) hides a "
+                             "different count per sample, which drop mode cannot gather densely; use mask_mode='replace'")
         mask = self._with_decoder_targets(mask, grid, generator, device)
         latent = self._encode_tokens(tok, mask, generator)
         pred = self.decoder(latent, mask, grid, tok.context)
         with torch.no_grad():
             target = self.target_fn(self.tokenizer.patchify(x))
-        if tuple(target.shape[:2]) != (b, n):
-            raise ValueError(
-                f"tokenizer.patchify gave targets {tuple(target.shape)}, expected [{b}, {n}, ...]: one row per "
-                f"position of the mask grid {grid} for each of the {b} token-batch rows"
+        if getattr(self.decoder, "predicts", "all") == "masked":
+            target = _check_targets(target, b, n, grid)
+            recon = self._masked_loss(pred, target, mask)
+            return MAEOutput(
+                loss=recon, pred=pred, target=gather_tokens(target, mask.ids_masked), mask=mask, grid=grid,
+                losses={"recon": recon}, latent=latent, target_mask=mask.target_mask, context=tok.context,
+                token_grid=tok.grid,
             )
+        target = _check_targets(target, b, n, grid)
         if mask.ids_target is not None:
             pred, target, _ = _on_targets(pred, target, mask.ids_target, n)
             recon = self.loss_fn(pred, target, torch.ones(pred.shape[:2], device=pred.device))  # dense: no sync
@@ -270,13 +300,24 @@ class MaskedAutoencoder(nn.Module):
         hidden rows), without the host synchronisation of selecting rows by a boolean mask: the count of
         hidden rows is known from ``ids_masked``, so the weight is a dense all-ones float.
 
-        Shapes: pred ``[B', N, P]``, target ``[B', N, P]`` (or ``[B', N]``) -> scalar
+        A ragged mask's fillers weigh 0, so the loss is the mean over exactly the hidden real tokens. A decoder
+        with ``predicts = "masked"`` gave ``pred`` on ``mask.ids_masked`` already.
+
+        Shapes: pred ``[B', N, P]`` (``[B', M, P]`` from a ``predicts = "masked"`` decoder), target ``[B', N, P]``
+        (or ``[B', N]``) -> scalar
         """
-        if pred.shape[:2] != target.shape[:2] or pred.shape[:2] != mask.mask.shape:
-            return self.loss_fn(pred, target, mask.mask)  # the loss names the mismatch
         ids = mask.ids_masked
-        weight = torch.ones(ids.shape, device=pred.device)
-        return self.loss_fn(gather_tokens(pred, ids), gather_tokens(target, ids), weight)
+        on_masked = getattr(self.decoder, "predicts", "all") == "masked"
+        if on_masked and pred.shape[:2] != ids.shape:
+            raise ValueError(f"{type(self.decoder).__name__} predicts the hidden tokens only, so it must return "
+                             f"[B, M, ...] = {tuple(ids.shape)} rows on mask.ids_masked, got {tuple(pred.shape)}")
+        if not on_masked and (pred.shape[:2] != target.shape[:2] or pred.shape[:2] != mask.mask.shape):
+            return self.loss_fn(pred, target, mask.mask)  # the loss names the mismatch
+        if mask.masked_valid is not None:
+            weight = mask.masked_valid.to(device=pred.device, dtype=torch.float32)
+        else:
+            weight = torch.ones(ids.shape, device=pred.device)
+        return self.loss_fn(pred if on_masked else gather_tokens(pred, ids), gather_tokens(target, ids), weight)
 
     def encode(self, x: Any, pool: Pool = "cls") -> Tensor:
         """Features of the unmasked input for downstream use (no mask is applied).
@@ -293,7 +334,25 @@ class MaskedAutoencoder(nn.Module):
         tok = self.tokenizer(x)
         feats = self._encode_tokens(tok, None)
         ctx = tok.context
-        return pool_features(feats, self.num_prefix_tokens, pool, ctx.get("segment_ids"), ctx.get("num_segments"))
+        return pool_features(feats, self.num_prefix_tokens, pool, ctx.get("segment_ids"), ctx.get("num_segments"),
+                             ctx.get("padding_mask"))
+
+
+def _check_targets(target: Tensor, b: int, n: int, grid: tuple[int, ...]) -> Tensor:
+    if tuple(target.shape[:2]) != (b, n):
+        raise ValueError(
+            f"tokenizer.patchify gave targets {tuple(target.shape)}, expected [{b}, {n}, ...]: one row per "
+            f"position of the mask grid {grid} for each of the {b} token-batch rows"
+        )
+    return target
+
+
+def excluded_tokens(context: Mapping[str, Any]) -> Tensor | None:
+    """``[B', N]`` bool: tokens a mask must never hide (``padding_mask`` or ``unmaskable``), ``None`` if neither."""
+    pad, fixed = context.get("padding_mask"), context.get("unmaskable")
+    if pad is None:
+        return fixed
+    return pad if fixed is None else pad | fixed
 
 
 def input_mode(encoder: nn.Module, mask_mode: MaskMode) -> InputMode:
@@ -346,11 +405,13 @@ def pool_features(
     pool: Pool,
     segment_ids: Tensor | None = None,
     num_segments: int | None = None,
+    padding_mask: Tensor | None = None,
 ) -> Tensor:
     """``[B, P + N, D]`` -> ``[B, D]`` (``cls``/``mean``), ``[B, N, D]`` (``none``), or per segment.
 
     With ``segment_ids`` (``[N]`` or ``[B, N]`` long) ``mean``/``max``/``sum`` pool each segment
-    (:func:`segment_pool`); ``max``/``sum`` need segments.
+    (:func:`segment_pool`); ``max``/``sum`` need segments. With ``padding_mask`` (``[B, N]`` bool, ``True`` on
+    padding) ``mean`` averages the real tokens only.
     """
     if pool in SEGMENT_POOLS and segment_ids is not None:
         return segment_pool(feats[:, num_prefix_tokens:], segment_ids, num_segments, pool)
@@ -359,6 +420,8 @@ def pool_features(
             raise ValueError("pool='cls' needs an encoder with a class token; use pool='mean'")
         return feats[:, 0]
     if pool == "mean":
+        if padding_mask is not None:
+            return masked_token_mean(feats[:, num_prefix_tokens:], padding_mask)
         return feats[:, num_prefix_tokens:].mean(dim=1)
     if pool == "none":
         return feats[:, num_prefix_tokens:]
@@ -366,6 +429,17 @@ def pool_features(
         raise ValueError(f"pool={pool!r} pools per segment and needs context['segment_ids'] from the tokenizer "
                          "(packed graphs); for one sample per row use pool='cls', 'mean' or 'none'")
     raise ValueError(f"pool must be 'cls', 'mean', 'max', 'sum' or 'none', got {pool!r}")
+
+
+def masked_token_mean(tokens: Tensor, padding_mask: Tensor) -> Tensor:
+    """Mean over the real tokens of each row (a row of padding only gives zeros).
+
+    Shapes: tokens ``[B, N, D]``, padding_mask ``[B, N]`` bool -> ``[B, D]``
+    """
+    if tuple(padding_mask.shape) != tuple(tokens.shape[:2]):
+        raise ValueError(f"padding_mask must be [B, N] = {tuple(tokens.shape[:2])}, got {tuple(padding_mask.shape)}")
+    real = (~padding_mask.to(tokens.device)).to(tokens.dtype).unsqueeze(-1)
+    return (tokens * real).sum(1) / real.sum(1).clamp_min(1)
 
 
 def segment_pool(feats: Tensor, segment_ids: Tensor, num_segments: int | None, reduce: str) -> Tensor:
@@ -420,4 +494,5 @@ def _mask_grid(tokenizer: Tokenizer, x: Any) -> tuple[int, ...]:
     return tuple(fn(x) if fn is not None else tokenizer.grid(x))
 
 
-__all__ = ["InputMode", "MAEOutput", "MaskedAutoencoder", "input_mode", "pool_features", "segment_pool"]
+__all__ = ["InputMode", "MAEOutput", "MaskedAutoencoder", "excluded_tokens", "input_mode", "masked_token_mean",
+           "pool_features", "segment_pool"]

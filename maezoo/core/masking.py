@@ -18,6 +18,15 @@ Shapes:
 
 Hidden tokens in replace mode follow a :class:`ReplaceRule` (shares of mask token / random substitute /
 unchanged), applied by :func:`apply_replace_rule`.
+
+Variable-length batches (text): a strategy that supports it (``supports_exclude``: ``random``, ``whole_word``)
+takes ``exclude`` (``[B, N]`` bool, ``True`` on padding and tokens never to hide, e.g. ``[SEP]``) and hides a
+per-sample count from each row's own length, ``max(1, floor(ratio * n_b + 0.5))`` of its ``n_b`` maskable
+tokens (none if ``n_b = 0``), never an excluded token. Such a *ragged* mask (:meth:`Mask.from_bool_ragged`) keeps
+dense shapes with ``M``, the largest count any row of the grid can have (known without a host sync):
+``ids_masked`` ``[B, M]`` lists a row's hidden tokens first (ascending), then ``M - m_b`` visible fillers, and
+``Mask.masked_valid`` ``[B, M]`` tells them apart. Ragged masks serve replace mode (the encoder sees every
+token); the loss weighs the fillers 0 and the replace rule leaves them unchanged.
 """
 
 from __future__ import annotations
@@ -47,6 +56,9 @@ class Mask:
     ids_restore: Tensor
     #: ``[B, K]`` hidden tokens the decoder reconstructs (ascending); ``None``: all of ``ids_masked``
     ids_target: Tensor | None = None
+    #: ``[B, M]`` bool for a ragged mask (per-sample hidden counts): ``True`` where ``ids_masked`` names a hidden
+    #: token, ``False`` on the visible fillers after them; ``None``: every row hides the same count
+    masked_valid: Tensor | None = None
 
     @property
     def num_visible(self) -> int:
@@ -107,6 +119,38 @@ class Mask:
         return cls(mask=mask, ids_keep=order[:, :n_keep], ids_masked=order[:, n_keep:], ids_restore=ids_restore)
 
     @classmethod
+    def from_bool_ragged(cls, mask: Tensor, max_masked: int) -> Mask:
+        """Build from a ``[B, N]`` boolean mask whose rows hide different counts, at most ``max_masked`` each.
+
+        No host synchronisation: ``max_masked`` is the caller's bound (a strategy knows it from ``N`` and its
+        ratio). Row ``b`` lists its ``m_b`` hidden tokens first in ``ids_masked`` (ascending), then ``M - m_b``
+        visible fillers (the lowest visible positions); ``masked_valid`` marks the hidden ones. ``ids_keep``
+        holds the other ``N - M`` visible tokens; ``ids_restore`` inverts ``cat(ids_keep, ids_masked)``.
+
+        Shapes:
+            mask: ``[B, N]`` bool -> ids_masked, masked_valid ``[B, M]``, ids_keep ``[B, N - M]``, ids_restore ``[B, N]``
+        """
+        if mask.dim() != 2:
+            raise ValueError(f"mask must be [B, N], got shape {tuple(mask.shape)}")
+        mask = mask.bool()
+        b, n = mask.shape
+        m = int(max_masked)
+        if not 0 <= m <= n:
+            raise ValueError(f"max_masked must be in [0, N={n}], got {max_masked}")
+        order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices  # hidden first, each group ascending
+        counts = mask.sum(1, keepdim=True)  # [B, 1], stays on the device
+        valid = torch.arange(m, device=mask.device).unsqueeze(0) < counts
+        ids_masked, ids_keep = order[:, :m], order[:, m:]
+        perm = torch.cat([ids_keep, ids_masked], dim=1)
+        ids_restore = torch.empty_like(perm).scatter_(1, perm, torch.arange(n, device=mask.device).expand(b, n))
+        return cls(mask=mask, ids_keep=ids_keep, ids_masked=ids_masked, ids_restore=ids_restore, masked_valid=valid)
+
+    @property
+    def ragged(self) -> bool:
+        """Whether rows hide different counts (``masked_valid`` set)."""
+        return self.masked_valid is not None
+
+    @classmethod
     def none(cls, batch_size: int, num_tokens: int, device: torch.device | str = "cpu") -> Mask:
         """A mask that hides nothing (for downstream feature extraction)."""
         return cls.from_bool(torch.zeros(batch_size, num_tokens, dtype=torch.bool, device=device))
@@ -129,6 +173,17 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
 
 
+def ragged_count(n: Tensor | int, ratio: float) -> Tensor | int:
+    """Hidden tokens of a row with ``n`` maskable tokens: ``max(1, floor(ratio * n + 0.5))``, 0 when ``n = 0``.
+
+    ``n`` a ``[B]`` tensor gives a ``[B]`` tensor (no host sync); an int gives the bound for a whole grid.
+    """
+    if isinstance(n, Tensor):
+        count = torch.floor(n.to(torch.float64) * ratio + 0.5).long().clamp_min(1)
+        return torch.where(n > 0, count, torch.zeros_like(count))
+    return 0 if n <= 0 else max(1, math.floor(n * ratio + 0.5))
+
+
 def random_bool_mask(
     batch_size: int, num_tokens: int, num_masked: int, generator: torch.Generator | None, device: torch.device | str
 ) -> Tensor:
@@ -144,6 +199,8 @@ class MaskingStrategy:
 
     #: token-grid ranks the strategy accepts (``None``: any)
     grid_ndims: ClassVar[tuple[int, ...] | None] = None
+    #: whether :meth:`__call__` takes ``exclude`` (padding, special tokens) and draws per-sample counts
+    supports_exclude: ClassVar[bool] = False
     ratio: float = 0.0
 
     def check_grid(self, grid: Grid) -> None:
@@ -178,10 +235,35 @@ class MaskingStrategy:
         *,
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
+        exclude: Tensor | None = None,
+        groups: Tensor | None = None,
     ) -> Mask:
+        """The mask of a batch; with ``exclude`` (``[B, N]`` bool, ``True``: never hide) a ragged mask with
+        per-sample counts (module docstring); ``groups`` (``[B, N]`` long word ids) for whole-word strategies."""
         grid = tuple(int(g) for g in grid)
         self.check_grid(grid)
+        if exclude is not None:
+            return self._ragged(batch_size, grid, generator, device, exclude, groups)
         return Mask.from_bool(self.bool_mask(batch_size, grid, generator, device), self.exact_count(grid))
+
+    def _ragged(self, batch_size: int, grid: Grid, generator: torch.Generator | None, device: torch.device | str,
+                exclude: Tensor, groups: Tensor | None) -> Mask:
+        if not self.supports_exclude:
+            raise ValueError(
+                f"{type(self).__name__} cannot leave out padding or special tokens (the batch reports "
+                "context['padding_mask']); use masking 'random' or 'whole_word' for variable-length batches")
+        n = math.prod(grid)
+        if tuple(exclude.shape) != (batch_size, n):
+            raise ValueError(f"exclude must be [B={batch_size}, N={n}] bool, got {tuple(exclude.shape)}")
+        exclude = exclude.to(device=device, dtype=torch.bool)
+        budget = ragged_count((~exclude).sum(1), self.ratio)  # [B]
+        hidden = self.ragged_bool_mask(exclude, budget, groups, generator, device)
+        return Mask.from_bool_ragged(hidden, ragged_count(n, self.ratio))
+
+    def ragged_bool_mask(self, exclude: Tensor, budget: Tensor, groups: Tensor | None,
+                         generator: torch.Generator | None, device: torch.device | str) -> Tensor:
+        """``[B, N]`` bool hiding at most ``budget[b]`` tokens of row ``b``, none where ``exclude`` is set."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -190,7 +272,10 @@ class MaskingStrategy:
 
 @register("masking", "random")
 class RandomMasking(MaskingStrategy):
-    """MAE: hide ``int(N * ratio)`` tokens uniformly at random, independently per sample."""
+    """MAE: hide ``int(N * ratio)`` tokens uniformly at random, independently per sample (with ``exclude``: a
+    per-sample count of the maskable tokens, see the module docstring)."""
+
+    supports_exclude = True
 
     def __init__(self, ratio: float = 0.75) -> None:
         self.ratio = _check_ratio(ratio)
@@ -202,6 +287,44 @@ class RandomMasking(MaskingStrategy):
         n = math.prod(grid)
         return random_bool_mask(batch_size, n, self.num_masked(n), generator, device)
 
+    def ragged_bool_mask(self, exclude, budget, groups, generator, device):
+        b, n = exclude.shape
+        noise = _rand((b, n), generator, device).masked_fill(exclude, 2.0)  # excluded tokens sort last
+        rank = torch.empty_like(noise, dtype=torch.long).scatter_(
+            1, noise.argsort(dim=1), torch.arange(n, device=noise.device).expand(b, n))
+        return (rank < budget.unsqueeze(1)) & ~exclude
+
+
+@register("masking", "whole_word")
+class WholeWordMasking(RandomMasking):
+    """BERT's whole-word masking: words (``groups``: a word id per token, the pieces of a word share it) are
+    drawn in random order and hidden with all their pieces while the row's budget lasts, never exceeding it.
+
+    Only for variable-length batches (``exclude`` given); a row's budget is the random strategy's count.
+    """
+
+    grid_ndims = (1,)
+
+    def bool_mask(self, batch_size, grid, generator, device):
+        raise ValueError("whole_word masking needs word ids: use it with a text tokenizer that reports "
+                         "context['padding_mask'] and context['word_ids']")
+
+    def ragged_bool_mask(self, exclude, budget, groups, generator, device):
+        if groups is None:
+            raise ValueError("whole_word masking needs context['word_ids'] from the tokenizer (a word id per token)")
+        b, n = exclude.shape
+        # excluded tokens (padding, specials) form a word of their own, id N, which is never hidden
+        gid = torch.where(exclude, n, groups.to(exclude.device).long().clamp(0, n - 1))
+        word_u = _rand((b, n + 1), generator, device)  # one draw per possible word id
+        score = torch.gather(word_u, 1, gid).masked_fill(exclude, 2.0)
+        # a word's pieces are adjacent in this order (equal scores; ties broken by position, kept stable)
+        order = torch.sort(score, dim=1, stable=True).indices
+        taken = torch.gather((~exclude).long(), 1, order).cumsum(1)  # maskable tokens up to and including each
+        word_end = torch.zeros(b, n + 1, dtype=torch.long, device=exclude.device).scatter_reduce(
+            1, torch.gather(gid, 1, order), taken, "amax", include_self=False)
+        fits = torch.gather(word_end, 1, gid) <= budget.unsqueeze(1)
+        return fits & ~exclude
+
 
 @register("masking", "shared_random")
 class SharedRandomMasking(RandomMasking):
@@ -210,6 +333,8 @@ class SharedRandomMasking(RandomMasking):
     ``group=k`` shares a mask among each ``k`` consecutive token-batch rows, e.g. ``k = C`` with a
     channel-independent series tokenizer (row ``b * C + c``) gives one mask per sample for all its channels.
     """
+
+    supports_exclude = False
 
     def __init__(self, ratio: float = 0.75, group: int | None = None) -> None:
         super().__init__(ratio)
@@ -536,7 +661,9 @@ def draw_replace_rule(
     kept if ``random <= u < random + keep``, else the mask token), then the substitutes' source rows
     ``randint(total, [B, M])`` when ``random > 0`` (``total = B * N``: a flat row of the batch). An encoder that
     builds its replaced input itself (input mode ``consumes_replace``, see :class:`~maezoo.core.mae.MaskedAutoencoder`)
-    gets exactly these draws.
+    gets exactly these draws. A ragged mask's fillers (``mask.masked_valid`` false) are always ``kept``, so the
+    rule leaves them as they are. ``total`` may instead be the rows of a substitute table (BERT: the vocabulary,
+    see :func:`apply_replace_rule`).
 
     Shapes:
         returns ``kind`` ``[B, M]`` (int8 per ``mask.ids_masked``: 0 mask token, 1 random, 2 kept) and
@@ -546,7 +673,7 @@ def draw_replace_rule(
     device = hidden.device if device is None else torch.device(device)
     kind = torch.zeros(hidden.shape, dtype=torch.int8, device=device)
     if not rule.draws:
-        return kind, None
+        return _keep_fillers(kind, mask), None
     gen_dev = generator.device if generator is not None else device
     u = torch.rand(hidden.shape, generator=generator, device=gen_dev).to(device)
     if rule.keep > 0:
@@ -555,7 +682,14 @@ def draw_replace_rule(
     if rule.random > 0:
         source = torch.randint(0, total, hidden.shape, generator=generator, device=gen_dev).to(device)
         kind = kind.masked_fill(u < rule.random, REPLACE_RANDOM)
-    return kind, source
+    return _keep_fillers(kind, mask), source
+
+
+def _keep_fillers(kind: Tensor, mask: Mask) -> Tensor:
+    """A ragged mask's fillers are visible tokens: the rule keeps them (``kind`` 2)."""
+    if mask.masked_valid is None:
+        return kind
+    return kind.masked_fill(~mask.masked_valid.to(kind.device), REPLACE_KEEP)
 
 
 def apply_replace_rule(
@@ -565,6 +699,7 @@ def apply_replace_rule(
     rule: ReplaceRule,
     generator: torch.Generator | None = None,
     pos: Tensor | None = None,
+    table: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Replace mode with a :class:`ReplaceRule`: hidden tokens become the mask token, a random other token
     or stay unchanged.
@@ -572,9 +707,11 @@ def apply_replace_rule(
     ``tokens`` already carry the position embedding ``pos`` (when given): the mask token and a random
     substitute get the hidden token's own position, a kept token is returned as is. The draws are
     :func:`draw_replace_rule`'s; with ``keep = 0`` this is GraphMAE's ``replace_rate`` draw for draw.
+    A random substitute is another token's content from the batch, or, with ``table`` (``[S, D]``, e.g. a word
+    embedding matrix: BERT's random vocabulary token), a uniformly drawn row of it.
 
     Shapes:
-        tokens: ``[B, N, D]``; mask_token: ``[D]``; pos: ``[N, D]`` or ``[B, N, D]``
+        tokens: ``[B, N, D]``; mask_token: ``[D]``; pos: ``[N, D]`` or ``[B, N, D]``; table: ``[S, D]``
         returns: ``[B, N, D]`` and ``kind`` ``[B, M]`` (int8, per ``mask.ids_masked``: 0 mask token,
         1 random, 2 kept)
     """
@@ -582,7 +719,8 @@ def apply_replace_rule(
     pos_full = pos.to(tokens.device, tokens.dtype).expand(b, n, d) if pos is not None else None
     token = mask_token if pos_full is None else mask_token.to(tokens.dtype) + pos_full
     out = apply_replace(tokens, mask, token)
-    kind, src = draw_replace_rule(mask, rule, b * n, generator, tokens.device)
+    total = b * n if table is None else int(table.shape[0])
+    kind, src = draw_replace_rule(mask, rule, total, generator, tokens.device)
     if not rule.draws:
         return out, kind
     hidden = mask.ids_masked  # [B, M]
@@ -591,8 +729,11 @@ def apply_replace_rule(
     if rule.keep > 0:
         new = torch.where((kind == REPLACE_KEEP).unsqueeze(-1), torch.gather(tokens, 1, idx), new)
     if src is not None:
-        content = tokens if pos_full is None else tokens - pos_full
-        noise = content.reshape(b * n, d).index_select(0, src.reshape(-1)).view(*src.shape, d)  # [B, M, D]
+        if table is not None:
+            content = table.to(tokens.dtype)
+        else:
+            content = (tokens if pos_full is None else tokens - pos_full).reshape(b * n, d)
+        noise = content.index_select(0, src.reshape(-1)).view(*src.shape, d)  # [B, M, D]
         if pos_full is not None:
             noise = noise + torch.gather(pos_full, 1, idx)
         new = torch.where((kind == REPLACE_RANDOM).unsqueeze(-1), noise, new)
@@ -662,6 +803,8 @@ __all__ = [
     "MaskingStrategy",
     "RandomMasking",
     "SharedRandomMasking",
+    "WholeWordMasking",
+    "ragged_count",
     "NodeMasking",
     "BlockMasking",
     "draw_replace_rule",

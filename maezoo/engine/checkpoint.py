@@ -87,13 +87,29 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_model(model: nn.Module, folder: Path, build_spec: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` (``{"name": builder, "kwargs": {...}}``) into ``folder``."""
+    """Write ``model.safetensors`` and ``model.json`` (``{"name": builder, "kwargs": {...}}``) into ``folder``,
+    and the files the builder reads back (:func:`run_files`, e.g. a text model's ``tokenizer.json``)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".model.safetensors.tmp{os.getpid()}"
     save_file(model_state(model), str(tmp), metadata={"format": "pt"})
     os.replace(tmp, folder / "model.safetensors")
+    for fname, text in run_file_texts(model).items():
+        _atomic_write_text(folder / fname, text)
     _atomic_write_text(folder / "model.json", json.dumps(build_spec, indent=2))
     return folder / "model.safetensors"
+
+
+def run_files(builder: Any) -> dict[str, str]:
+    """``{builder argument: file name}`` a model builder declares (``builder.run_files``): the file is written
+    beside the weights and, when present there, passed back as that argument on loading (a vocabulary)."""
+    declared = getattr(builder, "run_files", None) or getattr(getattr(builder, "preset_of", None), "run_files", None)
+    return dict(declared or {})
+
+
+def run_file_texts(model: nn.Module) -> dict[str, str]:
+    """The texts a model's tokenizer keeps for its run folder (``tokenizer.vocab_json`` -> ``tokenizer.json``)."""
+    text = getattr(getattr(unwrap(model), "tokenizer", None), "vocab_json", None)
+    return {"tokenizer.json": text} if isinstance(text, str) else {}
 
 
 def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -107,9 +123,15 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, 
 
         return load_pretrained(path, map_location)
 
+    from maezoo.registry import get
+
     folder = resolve_weights(Path(path)).parent
     spec = json.loads((folder / "model.json").read_text())
-    model = build("model", spec["name"], **spec.get("kwargs", {}))
+    kwargs = dict(spec.get("kwargs", {}))
+    for arg, fname in run_files(get("model", spec["name"])).items():
+        if (folder / fname).is_file():
+            kwargs[arg] = str(folder / fname)
+    model = build("model", spec["name"], **kwargs)
     missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors"), device=map_location), strict=False)
     if missing or unexpected:
         raise ValueError(f"{folder}: weights do not match model {spec['name']!r} (missing {missing[:5]}, unexpected {unexpected[:5]})")

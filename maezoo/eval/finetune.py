@@ -180,10 +180,14 @@ class Classifier(nn.Module):
         if self.training and self.input_masking is not None:
             if self.pool == "none":
                 raise ValueError("fine-tuning with input masking needs pooled features (pool 'cls' or 'mean')")
+            if tok.context.get("padding_mask") is not None:
+                raise ValueError("fine-tuning with input masking drops tokens, which a padded (variable-length) "
+                                 "batch cannot do densely; set finetune.masking to null")
             mask = self.input_masking(tokens.shape[0], tok.grid, device=tokens.device)
             tokens = apply_drop(tokens, mask)
         feats = self.encoder(tokens, dict(tok.context))
-        return self.fc_norm(pool_features(feats, self.num_prefix_tokens, self.pool))
+        padding = tok.context.get("padding_mask")
+        return self.fc_norm(pool_features(feats, self.num_prefix_tokens, self.pool, padding_mask=padding))
 
     def forward(self, x: Any) -> Tensor:
         return self.head(self.head_drop(self.features(x)))

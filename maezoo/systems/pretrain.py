@@ -31,6 +31,7 @@ from maezoo.engine.checkpoint import load_model, resolve_weights
 from maezoo.engine.logging import MetricsLogger
 from maezoo.engine.trainer import Trainer, TrainerConfig
 from maezoo.eval.features import make_loader
+from maezoo.eval.heldout import HeldoutMonitor
 from maezoo.eval.knn import KNNMonitor
 from maezoo.eval.metrics import higher_is_better
 from maezoo.eval.protocols import EvalData, ProtocolEnv, get_protocol, protocol_sections, subset
@@ -79,6 +80,10 @@ class MonitorSettings:
     test_subset: int = option(500, ge=1)
     k: int = option(20, ge=1)
     pool: Literal["cls", "mean"] = "cls"
+    #: score the pre-training objective on held-out (test split) samples every N steps, at fixed masks (0: off);
+    #: discrete targets (text) also give masked-token accuracy and perplexity (:mod:`maezoo.eval.heldout`)
+    heldout_every: int = option(0, ge=0)
+    heldout_subset: int = option(1000, ge=1)
 
 
 @dataclass
@@ -276,10 +281,17 @@ class PretrainSystem:
             monitor = KNNMonitor(make_loader(tr, cfg.eval.batch_size), make_loader(te, cfg.eval.batch_size),
                                  every=m.every, k=m.k, pool=m.pool)
             callbacks.append(lambda step, mod: _prefixed(monitor.maybe_run(mod, step), "monitor/knn_"))
+        heldout = None
+        if cfg.monitor.heldout_every > 0:
+            held = subset(self._dataset(cfg, "test", "eval"), cfg.monitor.heldout_subset, seed)
+            heldout = HeldoutMonitor(make_loader(held, cfg.eval.batch_size), cfg.monitor.heldout_every, seed)
+            callbacks.append(lambda step, mod: _prefixed(heldout.maybe_run(mod, step), "monitor/heldout_"))
         trainer = Trainer(cfg.trainer, seed=seed)
         resume = ctx.resume and bool(complete_checkpoints(run_dir))
         s = trainer.fit(model, train_ds, run_dir, spec, resume=resume, callbacks=callbacks)
         summary = s.to_dict()
+        if heldout is not None and heldout.history:
+            summary["heldout"] = heldout.history
         if _is_main():
             tmp = summary_path.with_name(".pretrain_summary.json.tmp")
             tmp.write_text(json.dumps(summary, indent=2))
