@@ -135,6 +135,25 @@ def predict(head: nn.Module, feats: Tensor, batch_size: int = 4096) -> Tensor:
         head.train(was)
 
 
+def _check_probe_inputs(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, epochs: int,
+                        batch_size: int) -> None:
+    if train_feats.dim() != 2 or test_feats.dim() != 2:
+        raise ValueError("linear_probe expects [N, D] features; extract pooled features (pool='cls' or 'mean')")
+    if train_feats.shape[0] != train_labels.shape[0]:
+        raise ValueError(f"{train_labels.shape[0]} train labels for {train_feats.shape[0]} train features")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"need epochs >= 1 and batch_size >= 1, got {epochs}, {batch_size}")
+
+
+def _probe_optimizer(head: nn.Module, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    params = list(head.parameters())
+    if name == "lars":
+        return LARS(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'lars' or 'sgd', got {name!r}")
+
+
 def linear_probe(
     train_feats: Tensor,
     train_labels: Tensor,
@@ -172,12 +191,7 @@ def linear_probe(
         (last epoch), ``"lr"``, ``"steps"``, ``"wall_time_s"`` and, with ``return_head``, ``"head"``.
     """
     t0 = time.perf_counter()
-    if train_feats.dim() != 2 or test_feats.dim() != 2:
-        raise ValueError("linear_probe expects [N, D] features; extract pooled features (pool='cls' or 'mean')")
-    if train_feats.shape[0] != train_labels.shape[0]:
-        raise ValueError(f"{train_labels.shape[0]} train labels for {train_feats.shape[0]} train features")
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"need epochs >= 1 and batch_size >= 1, got {epochs}, {batch_size}")
+    _check_probe_inputs(train_feats, train_labels, test_feats, epochs, batch_size)
     dev = torch.device(device) if device is not None else train_feats.device
     x_tr, y_tr = train_feats.to(dev).float(), train_labels.to(dev).long()
     x_te, y_te = test_feats.to(dev).float(), test_labels.to(dev).long()
@@ -193,14 +207,8 @@ def linear_probe(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = LinearHead(x_tr.shape[1], c, init_std).to(dev)
-    params = list(head.parameters())
-    if optimizer == "lars":
-        opt: torch.optim.Optimizer = LARS(params, lr=peak_lr, weight_decay=weight_decay, momentum=momentum)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=peak_lr, momentum=momentum, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'lars' or 'sgd', got {optimizer!r}")
-    stepper = OptimStep(opt, device=dev, name="linear probe")
+    stepper = OptimStep(_probe_optimizer(head, optimizer, peak_lr, weight_decay, momentum), device=dev,
+                        name="linear probe")
 
     head.train()
     prev_threads = torch.get_num_threads()
@@ -217,15 +225,8 @@ def linear_probe(
 
     test_acc = topk_accuracy(predict(head, x_te), y_te, (1, 5))
     train_acc = topk_accuracy(predict(head, x_tr), y_tr, (1,))
-    out: dict[str, Any] = {
-        "top1": test_acc[1],
-        "top5": test_acc[5],
-        "train_top1": train_acc[1],
-        "train_loss": train_loss,
-        "lr": peak_lr,
-        "steps": step,
-        "wall_time_s": time.perf_counter() - t0,
-    }
+    out: dict[str, Any] = {"top1": test_acc[1], "top5": test_acc[5], "train_top1": train_acc[1], "train_loss": train_loss,
+                           "lr": peak_lr, "steps": step, "wall_time_s": time.perf_counter() - t0}
     if return_head:
         out["head"] = head
     return out
