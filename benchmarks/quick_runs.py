@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS_HERE = [
     "image/mae_digits_demo", "image/mae_cifar10", "image/mae_cifar10_small", "image/convmae_cifar10",
     "video/videomae_moving_digits", "audio/audiomae_fsdd", "timeseries/patchtst_etth1", "timeseries/tsformer_etth1",
-    "graph/graphmae_cora", "graph/graphmae_tu",
+    "graph/graphmae_cora", "graph/graphmae_tu", "text/bert_wordnet",
 ]
 
 
