@@ -28,6 +28,7 @@ from typing import Any
 
 KINDS = (
     "tokenizer",  # raw input -> tokens on a grid (image patches, tubelets, spectrogram patches, nodes)
+    "vocab",  # text -> ids (word-piece vocabularies; what a text tokenizer embeds)
     "masking",  # token grid -> which tokens are hidden
     "target",  # tokenizer's patchified input -> reconstruction target (raw, norm)
     "loss",  # masked-only reconstruction losses

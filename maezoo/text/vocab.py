@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from maezoo.registry import register
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 #: prefix of a word piece that continues the previous one (BERT's word-piece convention)
 CONTINUATION = "##"
@@ -27,6 +29,7 @@ class VocabError(ValueError):
     """A vocabulary file that cannot be used; the message names it and the fix."""
 
 
+@register("vocab", "wordpiece")
 @dataclass
 class TextVocab:
     """A word-piece tokenizer (``tokenizers.Tokenizer``) with BERT's special tokens and ``[CLS] ... [SEP]``."""
