@@ -320,6 +320,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2:  # typed values (e.g. dict[str, Ablation]) are checked like fields
+            return {k: _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
         return dict(value)
     if tp is Any:
         return value

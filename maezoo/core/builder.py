@@ -156,3 +156,82 @@ def build_tokenizer(name: str, args: dict[str, Any] | None, embed_dim: int) -> n
             f"build the model with embed_dim={tok.embed_dim} (or give the tokenizer an embed_dim argument)"
         )
     return tok
+
+
+# -- several modalities in one encoder ------------------------------------------------------------------------
+_MODALITY_KEYS = ("tokenizer", "args", "target", "loss", "weight")
+
+#: the default of :func:`multimae`: image patches and word-piece ids (M3AE's pair; the ids need a vocabulary)
+DEFAULT_MODALITIES: dict[str, dict[str, Any]] = {
+    "image": {"tokenizer": "image", "args": {"img_size": 224, "patch_size": 16}},
+    "text": {"tokenizer": "text", "args": {"max_positions": 64}, "target": "raw", "loss": "ce", "weight": 0.5},
+}
+
+
+@register("model", "multimae")
+def multimae(
+    modalities: dict[str, dict[str, Any]] | None = None,
+    embed_dim: Size = 768,
+    depth: Size = 12,
+    num_heads: Annotated[Size, Divides("embed_dim")] = 12,
+    mlp_ratio: Positive = 4.0,
+    drop_path: Rate = 0.0,
+    decoder: str = "shared",
+    decoder_dim: Size = 512,
+    decoder_depth: Size = 8,
+    decoder_heads: Annotated[Size, Divides("decoder_dim")] = 16,
+    masking: str = "per_modality",
+    masking_args: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Several registered tokenizers in one ViT encoder (:mod:`maezoo.core.multimodal`): M3AE or MultiMAE.
+
+    Args:
+        modalities: ``{name: {"tokenizer": registered name, "args": {...}, "target": "norm", "loss": "mse",
+            "weight": 1.0}}`` in the order their tokens are concatenated; ``embed_dim`` is passed to each tokenizer.
+            Default: image (224², patch 16) + text (word-piece ids, target ids, cross-entropy, weight 0.5).
+        decoder: ``"shared"`` (M3AE: one transformer over all modalities) or ``"per_modality"`` (MultiMAE:
+            cross-attention to the encoder, then ``decoder_depth`` blocks per modality).
+        masking: ``"per_modality"`` (``masking_args``: ``ratio``, ``ratios``, ``strategies``) or
+            ``"dirichlet_budget"`` (``num_visible``, ``alpha``, ``sample_subsets``).
+    """
+    from maezoo.core.modal_masking import CrossModalMasking
+    from maezoo.core.multimodal import JointTokenizer, ModalityDecoders, MultiModalAutoencoder, SharedDecoder
+
+    specs = _modality_specs(modalities if modalities is not None else DEFAULT_MODALITIES)
+    parts = {n: build_tokenizer(s["tokenizer"], s.get("args"), embed_dim) for n, s in specs.items()}
+    enc = ViTEncoder(embed_dim, depth, num_heads, mlp_ratio, cls_token=True, drop_path=drop_path)
+    decoders = {"shared": SharedDecoder, "per_modality": ModalityDecoders}
+    if decoder not in decoders:
+        raise ValueError(f"decoder must be 'shared' (M3AE) or 'per_modality' (MultiMAE), got {decoder!r}")
+    dec = decoders[decoder](embed_dim, {n: t.target_dim for n, t in parts.items()}, decoder_dim, decoder_depth,
+                            decoder_heads, mlp_ratio, num_prefix_tokens=enc.num_prefix_tokens)
+    strategy = build("masking", masking, **(masking_args or {}))
+    if not isinstance(strategy, CrossModalMasking):
+        raise ValueError(f"masking {masking!r} draws one grid's mask; a multimodal model needs 'per_modality' or "
+                         "'dirichlet_budget'")
+    return MultiModalAutoencoder(
+        JointTokenizer(parts), enc, dec, strategy,
+        targets={n: s["target"] for n, s in specs.items() if "target" in s},
+        losses={n: s["loss"] for n, s in specs.items() if "loss" in s},
+        weights={n: s["weight"] for n, s in specs.items() if "weight" in s})
+
+
+def _modality_specs(modalities: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(modalities, dict) or not modalities:
+        raise ValueError("modalities must be a non-empty {name: {tokenizer: ..., args: {...}}} mapping, got "
+                         f"{modalities!r}")
+    for name, spec in modalities.items():
+        if not isinstance(spec, dict) or "tokenizer" not in spec:
+            raise ValueError(f"modality {name!r}: give {{tokenizer: <registered name>, args: {{...}}}}, got {spec!r}")
+        unknown = sorted(set(spec) - set(_MODALITY_KEYS))
+        if unknown:
+            raise ValueError(f"modality {name!r}: unknown key(s) {unknown}; valid keys: {', '.join(_MODALITY_KEYS)}")
+    return modalities
+
+
+multimae.smoke_kwargs = {  # type: ignore[attr-defined]
+    "modalities": {"image": {"tokenizer": "image", "args": {"img_size": 8, "patch_size": 4, "in_chans": 1}},
+                   "text": {"tokenizer": "text", "args": {"vocab_size": 64, "max_positions": 16}, "target": "raw",
+                            "loss": "ce", "weight": 0.5}},
+    "embed_dim": 16, "depth": 1, "num_heads": 2, "decoder_dim": 8, "decoder_depth": 1, "decoder_heads": 2,
+}

@@ -13,6 +13,7 @@ Recipe sections (see ``docs/recipes.md``): ``model``, ``data``, ``trainer``, ``s
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from dataclasses import dataclass, field
@@ -34,11 +35,12 @@ from maezoo.eval.features import make_loader
 from maezoo.eval.heldout import HeldoutMonitor
 from maezoo.eval.knn import KNNMonitor
 from maezoo.eval.metrics import higher_is_better
-from maezoo.eval.protocols import EvalData, ProtocolEnv, get_protocol, protocol_sections, subset
-from maezoo.registry import build, check_kwargs, get, name_of, names, register
+from maezoo.eval.protocols import EvalData, ProtocolEnv, protocol_sections, subset
+from maezoo.registry import build, check_kwargs, get, name_of, register
 from maezoo.results import Result
 from maezoo.runtime import resolve_device, resolve_precision, resolve_threads, set_threads
 from maezoo.systems.base import RunContext
+from maezoo.systems.stages import check_stages, result_protocol, stage_data, stage_protocol
 
 
 @dataclass
@@ -107,6 +109,19 @@ class PublishedRef:
 
 
 @dataclass
+class Ablation:
+    """Another model pre-trained and evaluated in the same run, at the same data and trainer settings (M3AE's
+    image-only MAE beside the image + text model): results name it ``<model> (<label>)``."""
+
+    #: overrides of ``model.args`` (e.g. ``{modalities: [image]}``)
+    model: dict[str, Any] = field(default_factory=dict)
+    #: the stages it runs (default: every stage of the recipe after pre-training)
+    stages: list[str] | None = None
+    #: its name in results (default: the ablation's key)
+    label: str = ""
+
+
+@dataclass
 class RecipeConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -121,6 +136,8 @@ class RecipeConfig:
     visualize: int = option(8, ge=0)
     #: published figures to show beside the measured ones (results rows with ``init: published``)
     published: list[PublishedRef] = field(default_factory=list)
+    #: other models pre-trained and evaluated in the same run, by name (:class:`Ablation`)
+    ablations: dict[str, Ablation] = field(default_factory=dict)
     #: settings of each protocol section, keyed by section name (filled from the recipe's top-level sections)
     protocols: dict[str, Any] = field(default_factory=dict)
 
@@ -159,22 +176,23 @@ class PretrainSystem:
         """The resolved recipe (every default), with the sections of the protocols it runs."""
         d = to_dict(cfg)
         protos = d.pop("protocols")
-        used = {get_protocol(s).section for s in cfg.stages if s != "pretrain"}  # type: ignore[attr-defined]
+        stages = [*cfg.stages, *(st for ab in cfg.ablations.values() for st in ab.stages or [])]
+        used = {stage_protocol(s).section for s in stages if s != "pretrain"}  # type: ignore[attr-defined]
         d.update({sec: v for sec, v in protos.items() if sec in used})
         return d
 
     @staticmethod
     def validate(cfg: RecipeConfig) -> None:
-        valid = ["pretrain", *names("protocol")]
-        bad = [s for s in cfg.stages if s not in valid]
-        if bad:
-            raise ConfigError(f"unknown stage(s) {bad}; valid stages: {', '.join(valid)}")
+        check_stages(cfg.stages)
+        for key, ab in cfg.ablations.items():
+            check_stages([s for s in ab.stages or [] if s != "pretrain"])
+            check_model_args(cfg.model.name, {**cfg.model.args, **ab.model}, f"ablations.{key}.model")
         if not cfg.seeds:
             raise ConfigError("seeds must list at least one seed, e.g. seeds=[0]")
         if len(set(cfg.seeds)) != len(cfg.seeds):
             raise ConfigError(f"seeds must be distinct, got {cfg.seeds}")
         ft = cfg.protocols.get("finetune")
-        if ft is not None and ft.masking and any(get_protocol(s).section == "finetune" for s in cfg.stages if s != "pretrain"):  # type: ignore[attr-defined]
+        if ft is not None and ft.masking and any(stage_protocol(s).section == "finetune" for s in cfg.stages if s != "pretrain"):  # type: ignore[attr-defined]
             check_kwargs(get("masking", ft.masking), ft.masking_args, f"finetune.masking {ft.masking!r}")
         try:
             check_kwargs(get("dataset", cfg.data.name), {**cfg.data.args, "split": "train", "transform": "eval"},
@@ -216,40 +234,68 @@ class PretrainSystem:
         device = resolve_device(cfg.trainer.device)
         if "pretrain" not in stages:
             set_threads(resolve_threads(cfg.trainer.threads, sum(p.numel() for p in pretrained.parameters()), device))
-        pretrained.to(device)
-        modality = _modality(pretrained)
         env = ProtocolEnv(device=device, seed=seed, precision=resolve_precision(cfg.trainer.precision, device),
                           batch_size=cfg.eval.batch_size, num_workers=cfg.eval.num_workers, run_dir=run_dir,
                           progress=cfg.eval.progress)
         data = EvalData(lambda split, tf: self._dataset(cfg, split, tf), label=cfg.label)
         logger = MetricsLogger(run_dir, tensorboard=False)
-        for stage in eval_stages:
-            fn = get_protocol(stage)
+        results += self._evaluate(cfg, pretrained, spec, eval_stages, data, env, logger, pre, cfg.model.name)
+        if ctx.stage is None:
+            for key, ab in cfg.ablations.items():
+                results += self._ablation(cfg, ctx, spec, key, ab, eval_stages, data, env, logger)
+        logger.close()
+        if seed == cfg.seeds[0]:
+            results += self._published(cfg, _modality(pretrained))
+        return results
+
+    def _ablation(self, cfg: RecipeConfig, ctx: RunContext, spec: dict[str, Any], key: str, ab: Ablation,
+                  eval_stages: list[str], data: EvalData, env: ProtocolEnv, logger: MetricsLogger) -> list[Result]:
+        """Pre-train the ablation's model in ``<run>/ablations/<key>`` (resumable like the main run), then evaluate it
+        on its stages (pre-trained only: the random-init rows are the main model's)."""
+        folder = ctx.run_dir / "ablations" / key
+        spec_ab = {"name": spec["name"], "kwargs": {**spec["kwargs"], **ab.model}}
+        print(f"ablation {key!r}: pre-training {cfg.model.name} with {ab.model} in {folder}", flush=True)
+        sub = RunContext(run_dir=folder, seed=ctx.seed, resume=ctx.resume)
+        pre = self._pretrain(dataclasses.replace(cfg, visualize=0), sub, spec_ab)
+        if not _is_main():
+            return []
+        model, _ = load_model(folder)
+        stages = [s for s in (ab.stages or eval_stages) if s != "pretrain"]
+        label = f"{cfg.model.name} ({ab.label or key})"
+        return self._evaluate(cfg, model, spec_ab, stages, data, env, logger, pre, label, random_init=False)
+
+    def _evaluate(self, cfg: RecipeConfig, pretrained: nn.Module, spec: dict[str, Any], stages: list[str],
+                  data: EvalData, env: ProtocolEnv, logger: MetricsLogger, pre: dict[str, Any], model_label: str,
+                  random_init: bool = True) -> list[Result]:
+        """Each stage's protocol on the pre-trained model (and on a random init where the protocol compares)."""
+        pretrained.to(env.device)
+        modality, results = _modality(pretrained), []
+        for stage in stages:
+            fn = stage_protocol(stage)
             settings = cfg.protocols[fn.section]  # type: ignore[attr-defined]
             inits = ["random"] if fn.init == "random" else ["pretrained"]  # type: ignore[attr-defined]
-            if fn.compares_random_init and cfg.eval.compare_random_init:  # type: ignore[attr-defined]
+            if random_init and fn.compares_random_init and cfg.eval.compare_random_init:  # type: ignore[attr-defined]
                 inits.append("random")
+            if not random_init and fn.init == "random":
+                continue
             for init in inits:
-                model = pretrained if init == "pretrained" else self._model(spec, seed).to(device)
+                model = pretrained if init == "pretrained" else self._model(spec, env.seed).to(env.device)
                 env.log = lambda row, st=stage, i=init: logger.log(int(row.get("step", 0)), {
                     f"{st}/{i}/{k}": v for k, v in row.items() if k != "step" and isinstance(v, int | float)})
-                out = fn(model, data, settings, env)
+                out = fn(model, stage_data(data, stage), settings, env)
                 shown = "  ".join(f"{k} {v:.2f}" for k, v in out.metrics.items())
-                print(f"{stage:>16} [{init:>10}] seed {seed}: {shown}  ({out.wall_time_s or 0:.1f}s)", flush=True)
-                protocol = getattr(fn, "baseline_of", None) or stage  # scratch is reported as finetune's baseline
+                print(f"{stage:>16} [{init:>10}] {model_label} seed {env.seed}: {shown}  ({out.wall_time_s or 0:.1f}s)",
+                      flush=True)
                 extra = dict(out.extra)
                 if init == "pretrained" and pre.get("wall_time_s") is not None:
                     extra["pretrain_wall_time_s"] = pre["wall_time_s"]
                 for metric, value in out.metrics.items():
                     results.append(Result(
-                        system="mae", modality=modality, dataset=cfg.label.lower(), model=cfg.model.name,
-                        protocol=protocol, metric=metric, values=[float(value)], seeds=[seed], init=init,
-                        higher_is_better=_higher_is_better(metric),
+                        system="mae", modality=modality, dataset=cfg.label.lower(), model=model_label,
+                        protocol=result_protocol(stage), metric=metric, values=[float(value)], seeds=[env.seed],
+                        init=init, higher_is_better=_higher_is_better(metric),
                         steps=pre.get("steps") if init == "pretrained" else 0, wall_time_s=out.wall_time_s,
                         extra=extra))
-        logger.close()
-        if seed == cfg.seeds[0]:
-            results += self._published(cfg, modality)
         return results
 
     @staticmethod
@@ -306,7 +352,8 @@ class PretrainSystem:
         return {**summary, "wall_time_s": s.total_wall_time_s}
 
     def _visualize(self, model: nn.Module, cfg: RecipeConfig, path: Path) -> Path | None:
-        tok_name = name_of("tokenizer", type(getattr(model, "tokenizer", None)))
+        tok = getattr(model, "tokenizer", None)  # a joint tokenizer (several modalities) is known by its modalities
+        tok_name = name_of("tokenizer", type(tok)) or getattr(tok, "modality", None)
         try:
             viz = get("visualizer", tok_name or "")
         except KeyError:
@@ -319,11 +366,11 @@ class PretrainSystem:
         return viz(model, shown, path, num=cfg.visualize, seed=0)
 
 
-def check_model_args(name: str, args: dict[str, Any]) -> None:
+def check_model_args(name: str, args: dict[str, Any], where: str = "model.args") -> None:
     """``model.args`` checked against the builder's typed signature and declared ranges, and its masking built
     (a cheap object, no tensors), before any folder or dataset exists; raises :class:`ConfigError`."""
     builder = get("model", name)
-    check_args(builder, args, "model.args")
+    check_args(builder, args, where)
     given = {**_defaults(builder), **args}
     if isinstance(given.get("masking"), str) and ("mask_ratio" in given or "masking_args" in given):
         try:

@@ -39,16 +39,37 @@ class TextTokenizer(Tokenizer):
     def __init__(
         self,
         embed_dim: int = 768,
-        vocab_size: int = 30522,
+        vocab_size: int | None = None,
         max_positions: int = 512,
         type_vocab_size: int = 2,
-        pad_id: int = 0,
-        unk_id: int = 100,
-        cls_id: int = 101,
-        sep_id: int = 102,
-        mask_id: int = 103,
+        pad_id: int | None = None,
+        unk_id: int | None = None,
+        cls_id: int | None = None,
+        sep_id: int | None = None,
+        mask_id: int | None = None,
+        vocab_file: str | None = None,
     ) -> None:
+        """``vocab_file`` (``tokenizer.json`` or BERT ``vocab.txt``) sets the vocabulary size, special ids and word
+        pieces (and is kept for the run folder). Without it: ``vocab_size`` (default BERT's 30522) and the ids given,
+        by default BERT's (0, 100-103) for 30522 pieces and maezoo's layout (``[PAD] [UNK] [CLS] [SEP] [MASK]`` =
+        0-4, what :class:`~maezoo.text.vocab.TextVocab` trains) for any other size.
+        """
         super().__init__()
+        vocab = None
+        if vocab_file is not None:
+            from maezoo.text.vocab import TextVocab
+
+            vocab = TextVocab.from_file(vocab_file)
+            if vocab_size is not None and vocab_size != vocab.vocab_size:
+                raise ValueError(f"{vocab_file} holds {vocab.vocab_size} pieces but vocab_size={vocab_size}; drop "
+                                 "vocab_size (it is read from the file) or give the matching vocabulary file")
+            vocab_size = vocab.vocab_size
+            pad_id, unk_id, cls_id, sep_id, mask_id = (vocab.special_ids[k] for k in
+                                                       ("pad_id", "unk_id", "cls_id", "sep_id", "mask_id"))
+        vocab_size = 30522 if vocab_size is None else vocab_size
+        defaults = (0, 100, 101, 102, 103) if vocab_size == 30522 else (0, 1, 2, 3, 4)
+        pad_id, unk_id, cls_id, sep_id, mask_id = (d if v is None else v for v, d in
+                                                   zip((pad_id, unk_id, cls_id, sep_id, mask_id), defaults, strict=True))
         ids = {"pad_id": pad_id, "unk_id": unk_id, "cls_id": cls_id, "sep_id": sep_id, "mask_id": mask_id}
         bad = {k: v for k, v in ids.items() if not 0 <= int(v) < vocab_size}
         if bad:
@@ -66,6 +87,9 @@ class TextTokenizer(Tokenizer):
             self.word_embeddings.weight[pad_id].zero_()
         #: ``[V]`` bool, ``True`` for ``##`` pieces (a buffer: saved with the weights)
         self.register_buffer("continuation", torch.zeros(vocab_size, dtype=torch.bool))
+        if vocab is not None:
+            self.continuation.copy_(vocab.continuation_mask())
+            self.vocab_json = vocab.to_json()  # written beside the run's weights (run_files)
         special = torch.zeros(vocab_size, dtype=torch.bool)
         special[[self.cls_id, self.sep_id, self.mask_id, self.pad_id]] = True
         self.register_buffer("special", special, persistent=False)

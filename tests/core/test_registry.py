@@ -135,17 +135,26 @@ def test_every_registered_model_builds_and_trains_one_step(name):
     again = model(x, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out.loss, again.loss), f"{name}: the same generator must give the same mask and loss"
     assert out.loss.item() > 0, f"{name}: a freshly built model reconstructs hidden tokens perfectly?"
-    if out.target.is_floating_point():
-        assert out.pred.shape == out.target.shape and out.pred.shape[-1] == model.tokenizer.target_dim
-    else:  # discrete targets (token ids): logits over the target_dim classes for each target row
-        assert out.pred.shape == (*out.target.shape, model.tokenizer.target_dim)
-    assert int(out.mask.mask.sum()) > 0, f"{name}: the example input hides no token"
+    if isinstance(out.pred, dict):  # several modalities (maezoo/core/multimodal.py): one target per modality
+        for mod, pred in out.pred.items():
+            _check_pred(pred, out.target[mod], model.tokenizer.parts[mod].target_dim)
+        assert sum(int(m.mask.sum()) for m in out.mask.values()) > 0, f"{name}: the example input hides no token"
+    else:
+        _check_pred(out.pred, out.target, model.tokenizer.target_dim)
+        assert int(out.mask.mask.sum()) > 0, f"{name}: the example input hides no token"
     out.loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{name}: no gradient reached the parameters"
     for p in model.parameters():
         if p.grad is not None:
             assert torch.isfinite(p.grad).all(), name
+
+
+def _check_pred(pred, target, target_dim):
+    if target.is_floating_point():
+        assert pred.shape == target.shape and pred.shape[-1] == target_dim
+    else:  # discrete targets (token ids): logits over the target_dim classes for each target row
+        assert pred.shape == (*target.shape, target_dim)
 
 
 def test_image_builders_have_the_paper_sizes():
