@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "maezoo"
-MODALITIES = {"image", "graph", "video", "audio", "timeseries"}
+MODALITIES = {"image", "graph", "video", "audio", "timeseries", "text", "multimodal"}
 #: what each part of the package may not import (top-level ``maezoo.<part>`` names)
 FORBIDDEN = {
     "core": MODALITIES | {"engine", "eval", "systems", "cli", "bench"},

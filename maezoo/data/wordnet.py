@@ -17,7 +17,7 @@ two spaces and are skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +102,29 @@ def parse_data_line(line: str, pos: str) -> WordNetEntry:
     return WordNetEntry(pos, f[0], int(f[1]), lemmas, gloss.strip(), pointers)
 
 
+class SynsetLines(Mapping[str, WordNetEntry]):
+    """``offset -> WordNetEntry`` over one data file, each line parsed only when looked up (for walks over a few
+    synsets, such as a class's hyponyms, without parsing the whole file)."""
+
+    def __init__(self, folder: Path, pos: str) -> None:
+        self.path, self.pos = folder / f"data.{pos}", pos
+        with open(self.path, encoding="utf-8") as fh:
+            self.lines = {ln[:8]: (n, ln) for n, ln in enumerate(fh, 1) if ln.strip() and not ln.startswith("  ")}
+
+    def __getitem__(self, offset: str) -> WordNetEntry:
+        n, line = self.lines[offset]
+        try:
+            return parse_data_line(line, self.pos)
+        except ValueError as exc:
+            raise dataset_file_error(f"{self.path}:{n}", str(exc), DATA_LINE_FIX) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
 def read_entries(folder: Path, pos: str) -> Iterator[WordNetEntry]:
     """Every synset of ``folder/data.<pos>``; a malformed line raises :class:`DatasetFileError` naming file:line."""
     path = folder / f"data.{pos}"
@@ -115,5 +138,5 @@ def read_entries(folder: Path, pos: str) -> Iterator[WordNetEntry]:
                 raise dataset_file_error(f"{path}:{n}", str(exc), DATA_LINE_FIX) from None
 
 
-__all__ = ["WORDNET_POS", "WORDNET_TAR", "WORDNET_URL", "WordNetEntry", "parse_data_line", "read_entries",
+__all__ = ["WORDNET_POS", "WORDNET_TAR", "WORDNET_URL", "SynsetLines", "WordNetEntry", "parse_data_line", "read_entries",
            "wordnet_folder"]
