@@ -4,4 +4,4 @@ Importing this package registers the ``cifar10_captions``, ``caption_shards`` an
 reaches the other modalities only through the registry (``cifar10`` images, the ``wordpiece`` vocabulary).
 """
 
-from maezoo.multimodal import data  # noqa: F401  (registers the datasets)
+from maezoo.multimodal import data, pairs  # noqa: F401  (registers the datasets)

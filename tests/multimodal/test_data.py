@@ -4,14 +4,19 @@ JSON, CSV) with their bad inputs."""
 
 from __future__ import annotations
 
+import io
+import itertools
+import json
 import random
+import tarfile
+from pathlib import Path
 
 import pytest
 import torch
 
 import maezoo
 from maezoo.data.robust import RobustDataset
-from maezoo.data.sources import find_shared_data
+from maezoo.data.sources import DatasetFileError, find_shared_data
 
 HAS_WORDNET = find_shared_data("wordnet/wordnet-3.0-data.tar.xz") is not None
 HAS_CIFAR = find_shared_data("cifar10/cifar10-jpg.tar") is not None
@@ -72,3 +77,86 @@ def test_cifar10_captions_rejects_bad_arguments():
         maezoo.build("dataset", "cifar10_captions", transform="strong")
     with pytest.raises(ValueError, match="captions_per_class must be in 1..1000"):
         maezoo.build("dataset", "cifar10_captions", captions_per_class=0)
+
+
+# ---------------------------------------------------------------- WebDataset shards (img2dataset layout)
+def _jpeg(value: int, size: int = 8) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (value % 256, 40, 90)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _tar(path: Path, samples: list[dict[str, bytes]]) -> Path:
+    """A shard as img2dataset writes it: ``<key>.<ext>`` members, a sample's files next to each other."""
+    with tarfile.open(path, "w") as tf:
+        for s in samples:
+            for ext, data in s.items():
+                if ext == "__key__":
+                    continue
+                info = tarfile.TarInfo(f"{s['__key__']}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _pair(i: int) -> dict[str, bytes]:
+    return {"__key__": f"{i:09d}", "jpg": _jpeg(i), "txt": f"a photo of item {i % 5} in a box".encode(),
+            "json": json.dumps({"key": f"{i:09d}", "status": "success"}).encode(), "cls": str(i).encode()}
+
+
+def test_caption_shards_two_ranks_two_workers_no_duplicates_no_losses(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAEZOO_DATA", str(tmp_path / "data"))
+    folder = tmp_path / "c3m"
+    folder.mkdir()
+    for s in range(4):
+        _tar(folder / f"{s:05d}.tar", [_pair(8 * s + j) for j in range(8)])
+    (folder / "00000_stats.json").write_text(json.dumps({"successes": 8, "failed_to_download": 2}))
+    ds = maezoo.build("dataset", "caption_shards", source=str(folder), image_size=8, max_len=12, vocab_size=60,
+                      shuffle_buffer=4)
+    assert len(ds) == 32 and Path(ds.model_kwargs["vocab_file"]).is_file()
+    seen = []
+    for rank in (0, 1):
+        loader = ds.make_loader(rank, 2, 2, 0, num_workers=2, collate=ds.collate_fn)
+        it = iter(loader)
+        for _ in range(ds.batches_per_epoch(2, 2, 2)):
+            (batch, labels), bad, good = next(it)
+            assert bad == 0 and good == 2
+            assert batch["image"].shape == (2, 3, 8, 8) and batch["text"].dtype == torch.long
+            seen += labels.tolist()
+        del it, loader
+    assert sorted(seen) == list(range(32)), "every pair exactly once across 2 ranks x 2 workers"
+
+
+def test_caption_shards_skip_and_count_bad_pairs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MAEZOO_DATA", str(tmp_path / "data"))
+    good = [_pair(i) for i in range(4)]
+    good[3]["txt"] = b" ".join([b"word"] * 40)  # longer than max_len: truncated, noted once
+    corrupt = {**_pair(4), "jpg": _jpeg(4)[:40]}
+    no_caption = {k: v for k, v in _pair(5).items() if k != "txt"}
+    empty = {**_pair(6), "txt": b"  \n"}
+    no_image = {k: v for k, v in _pair(7).items() if k != "jpg"}
+    shard = _tar(tmp_path / "00000.tar", [good[0], corrupt, good[1], no_caption, empty, good[2], no_image, good[3]])
+    ds = maezoo.build("dataset", "caption_shards", source=str(shard), image_size=8, max_len=8, vocab_size=60,
+                      shuffle_buffer=1, transform="eval")
+    with pytest.warns(UserWarning) as caught:
+        out = list(itertools.islice(iter(ds.make_loader(0, 1, 4, 0, num_workers=0, collate=ds.collate_fn)), 2))
+    assert sum(o[1] for o in out) == 4 and sum(o[2] for o in out) == 4  # 4 skipped and counted, 4 kept
+    assert sorted(lab for o in out for lab in o[0][1].tolist()) == [0, 1, 2, 3]
+    said = " ".join(str(w.message) for w in caught)
+    for why in ("unreadable image", "no caption (.txt)", "empty caption", "no image"):
+        assert why in said, why
+    assert all(len(t) <= 8 for o in out for t in o[0][0]["text"])
+    assert capsys.readouterr().err.count("truncated") == 1
+
+
+def test_caption_shards_bad_source_names_it_and_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="needs data.args.source"):
+        maezoo.build("dataset", "caption_shards")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetFileError, match=r"empty: the folder holds no \.tar shard.*Fix: point data.args.source"):
+        maezoo.build("dataset", "caption_shards", source=str(tmp_path / "empty"))
+    _tar(tmp_path / "00006.tar", [_pair(0)])
+    with pytest.raises(DatasetFileError, match=r"00007\.tar: no such shard"):
+        maezoo.build("dataset", "caption_shards", source=str(tmp_path / "{00006..00007}.tar"))
