@@ -27,16 +27,20 @@ Shapes:
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
 import sys
 import tarfile
+import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
 
 from maezoo.config import data_root
 from maezoo.data.shards import INDEX, ShardDataset
@@ -48,6 +52,7 @@ from maezoo.multimodal.data import (
     Sample,
     caption_vocab,
     check_transform,
+    draw,
     image_transform,
 )
 from maezoo.registry import register
@@ -205,7 +210,7 @@ def _read_image(src: Any, what: str) -> Image.Image:
         with Image.open(src) as im:
             return im.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"unreadable image {what} ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"unreadable image{' ' + what if what else ''} ({type(exc).__name__}: {exc})") from None
 
 
 class CaptionShards(ShardDataset):
@@ -268,3 +273,191 @@ def _caption_shards_model_kwargs(source: str = "", max_len: int = 64, vocab_file
 
 
 caption_shards.model_kwargs = _caption_shards_model_kwargs  # type: ignore[attr-defined]
+
+
+# -- folder ---------------------------------------------------------------------------------------------------
+LAYOUT_FIX = ("put images in ROOT/images/ and their captions in ROOT/captions_<split>.json (COCO: images + annotations) "
+              "or ROOT/<split>.csv (header file,caption[,label]), or give data.args.captions")
+Rows = dict[str, tuple[list[str], str | None]]  # file name -> (captions, label)
+
+
+def _captions_files(root: Path, split: str, captions: str | None) -> tuple[Path, bool]:
+    """The captions file of ``split`` and whether it holds every split (then a fixed tenth is the test split)."""
+    if captions:
+        p = Path(captions.replace("{split}", split)).expanduser()
+        p = p if p.is_absolute() else root / p
+        if not p.is_file():
+            raise dataset_file_error(p, "no such captions file", LAYOUT_FIX)
+        return p, "{split}" not in captions
+    names = ["val", "test"] if split == "test" else [split]
+    for name in names:
+        found = sorted(root.glob(f"captions_{name}*.json")) + [root / f"{name}.csv", root / f"captions_{name}.csv"]
+        for f in found:
+            if f.is_file():
+                return f, False
+    for f in sorted(root.glob("captions*.json")) + [root / "captions.csv"]:
+        if f.is_file():
+            return f, True
+    raise dataset_file_error(root, f"no captions file for split {split!r}", LAYOUT_FIX)
+
+
+def _read_coco(path: Path) -> Rows:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        files = {im["id"]: im["file_name"] for im in doc["images"]}
+        anns = [(a["image_id"], a["caption"]) for a in doc["annotations"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise dataset_file_error(path, f"not a COCO captions file ({type(exc).__name__}: {exc})",
+                                 'write {"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}'
+                                 ) from None
+    rows: Rows = {f: ([], None) for f in files.values()}
+    for image_id, caption in anns:
+        if image_id in files:
+            rows[files[image_id]][0].append(str(caption))
+    return rows
+
+
+def _read_csv(path: Path) -> Rows:
+    rows: Rows = {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"file", "caption"} <= set(reader.fieldnames):
+            raise dataset_file_error(path, f"the header is {reader.fieldnames}, without the columns file and caption",
+                                     "make the first line file,caption (or file,caption,label)")
+        for n, row in enumerate(reader, 2):
+            caps, label = rows.setdefault(row["file"], ([], row.get("label")))
+            if row.get("label") != label:
+                raise dataset_file_error(f"{path}:{n}", f"{row['file']} has two labels ({label!r}, {row.get('label')!r})",
+                                         "give each image one label")
+            caps.append(row["caption"] or "")
+    return rows
+
+
+def _image_dir(root: Path, images: str | None, captions_file: Path) -> list[Path]:
+    base = Path(images).expanduser() if images else root / "images"
+    # COCO keeps images/train2017/...: captions_train2017.json -> images/train2017
+    sub = base / captions_file.stem.removeprefix("captions_")
+    return [base, sub] if sub.is_dir() else [base]
+
+
+def _index(root: Path, split: str, captions: str | None, images: str | None
+           ) -> tuple[list[tuple[Path, list[str], str | None]], dict[str, int], Path]:
+    """``(image path, non-empty captions, label)`` of ``split``, counts of what was skipped, the captions file."""
+    cfile, shared = _captions_files(root, split, captions)
+    rows = _read_csv(cfile) if cfile.suffix.lower() == ".csv" else _read_coco(cfile)
+    dirs = _image_dir(root, images, cfile)
+    out, skipped = [], {"missing image": 0, "empty caption": 0, "no caption": 0}
+    for name, (caps, label) in rows.items():
+        if shared and (zlib.crc32(Path(name).name.encode()) % 10 == 0) != (split == "test"):
+            continue
+        path = next((d / name for d in dirs if (d / name).is_file()), None)
+        kept = [c.strip() for c in caps if c.strip()]
+        skipped["empty caption"] += len(caps) - len(kept)
+        if path is None:
+            skipped["missing image"] += 1
+        elif not kept:
+            skipped["no caption"] += 1
+        else:
+            out.append((path, kept, label))
+    if not out:
+        raise dataset_file_error(cfile, f"no image of split {split!r} with a caption and an existing file (looked "
+                                 f"in {', '.join(map(str, dirs))})", LAYOUT_FIX)
+    if any(skipped.values()):
+        print(f"caption_folder: {cfile}: skipped " + ", ".join(f"{v} {k}" for k, v in skipped.items() if v),
+              file=sys.stderr, flush=True)
+    return out, skipped, cfile
+
+
+def _class_names(labels: list[str | None]) -> list[str]:
+    return sorted({lab for lab in labels if lab is not None}, key=lambda v: (not v.isdigit(), v.zfill(12)))
+
+
+class CaptionFolderData(Dataset):
+    """Images with one or more captions each (module docstring)."""
+
+    def __init__(self, items: list[tuple[Path, list[str], str | None]], classes: list[str], codec: CaptionCodec,
+                 transform: Any, kind: str, skipped: dict[str, int]) -> None:
+        self.items, self.codec, self.transform, self.kind = items, codec, transform, kind
+        self.skipped_at_index, self.skipped = skipped, 0
+        self.model_kwargs = codec.model_kwargs
+        self.mean, self.std, self.in_chans = IMAGENET_MEAN, IMAGENET_STD, 3
+        index = {c: k for k, c in enumerate(classes)}
+        self.labels = [index[lab] if lab is not None else -1 for _, _, lab in items]
+        if classes:
+            self.classes, self.num_classes, self.targets = classes, len(classes), self.labels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, i: int) -> Sample:
+        path, caps, _ = self.items[i]
+        try:
+            image = _read_image(path, "")
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}; delete or replace the file") from None
+        text = caps[draw(len(caps), i, self.kind)]
+        return {"image": self.transform(image), "text": self.codec.encode(text, str(path))}, self.labels[i]
+
+    def __getitem__(self, i: int) -> Sample:
+        if self.kind == "pretrain":
+            return self.load(i)  # the Trainer skips and counts a bad sample
+        for step in range(len(self.items)):
+            try:
+                return self.load((i + step) % len(self.items))
+            except ValueError as exc:
+                self.skipped += 1
+                if self.skipped <= 5:
+                    warnings.warn(f"skipping {exc}", stacklevel=2)
+        raise ValueError("caption_folder: no readable image in the dataset; check the files")
+
+    def caption(self, i: int) -> str:
+        return self.items[i][1][0]
+
+    def collate_fn(self, batch: list[Sample]) -> Any:
+        return self.codec.collate(batch)
+
+
+def _folder_text(items: list[tuple[Path, list[str], str | None]], cfile: Path, max_len: int, vocab_file: str | None,
+                 vocab_size: int) -> CaptionCodec:
+    """The codec whose vocabulary is ``vocab_file`` or trained on the training captions ``items``."""
+    st = cfile.stat()
+    vocab, vfile = caption_vocab((c for _, caps, _ in items for c in caps),
+                                 f"folder|{cfile.resolve()}|{st.st_size}|{st.st_mtime_ns}", vocab_size, vocab_file)
+    return CaptionCodec(vocab, vfile, max_len, "caption_folder")
+
+
+def _folder_root(root: str) -> Path:
+    if not root:
+        raise ValueError("caption_folder needs data.args.root: a folder with images/ and a captions file")
+    p = Path(root).expanduser()
+    if not p.is_dir():
+        raise dataset_file_error(p, "no such folder", "give data.args.root, a folder with images/ and a captions file")
+    return p
+
+
+@register("dataset", "caption_folder")
+def caption_folder(split: str = "train", transform: str = "pretrain", root: str = "", captions: str | None = None,
+                   images: str | None = None, image_size: int = 224, max_len: int = 64, vocab_file: str | None = None,
+                   vocab_size: int = 8192) -> CaptionFolderData:
+    """Images and a captions file (COCO JSON or CSV; module docstring)."""
+    check_transform(transform, "caption_folder")
+    if split not in ("train", "test"):
+        raise ValueError(f"caption_folder split must be 'train' or 'test', got {split!r}")
+    base = _folder_root(root)
+    train, skipped, cfile = _index(base, "train", captions, images)
+    codec = _folder_text(train, cfile, max_len, vocab_file, vocab_size)
+    items, skipped, _ = (train, skipped, cfile) if split == "train" else _index(base, split, captions, images)
+    classes = _class_names([lab for _, _, lab in train + items])
+    return CaptionFolderData(items, classes, codec, image_transform(transform, image_size), transform, skipped)
+
+
+def _caption_folder_model_kwargs(root: str = "", captions: str | None = None, images: str | None = None,
+                                 max_len: int = 64, vocab_file: str | None = None, vocab_size: int = 8192,
+                                 **_: Any) -> dict[str, Any]:
+    train, _, cfile = _index(_folder_root(root), "train", captions, images)
+    return _folder_text(train, cfile, max_len, vocab_file, vocab_size).model_kwargs
+
+
+caption_folder.model_kwargs = _caption_folder_model_kwargs  # type: ignore[attr-defined]
+
+__all__ = ["CaptionFolderData", "CaptionShards", "PairDecoder", "caption_folder", "caption_shards", "shard_index"]

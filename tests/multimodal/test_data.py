@@ -160,3 +160,62 @@ def test_caption_shards_bad_source_names_it_and_the_fix(tmp_path):
     _tar(tmp_path / "00006.tar", [_pair(0)])
     with pytest.raises(DatasetFileError, match=r"00007\.tar: no such shard"):
         maezoo.build("dataset", "caption_shards", source=str(tmp_path / "{00006..00007}.tar"))
+
+
+# ---------------------------------------------------------------- caption folders
+def _images(folder: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, n in enumerate(names):
+        (folder / n).write_bytes(_jpeg(k, size=12))
+
+
+def test_caption_folder_coco_json_several_captions_and_skips(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MAEZOO_DATA", str(tmp_path / "data"))
+    root = tmp_path / "coco"
+    _images(root / "images" / "train2017", [f"{i:012d}.jpg" for i in range(6)])
+    (root / "images" / "train2017" / "000000000005.jpg").write_bytes(b"not a jpeg")
+    images = [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(8)]  # 6 and 7: no file
+    anns = [{"image_id": i, "caption": f"a cat number {i} sits, take {t}"} for i in range(8) for t in range(3)]
+    anns += [{"image_id": 4, "caption": "  "}]  # empty: skipped
+    (root / "captions_train2017.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    ds = maezoo.build("dataset", "caption_folder", root=str(root), image_size=8, max_len=16, vocab_size=80)
+    assert "2 missing image, 1 empty caption" in capsys.readouterr().err
+    assert len(ds) == 6 and not hasattr(ds, "num_classes") and ds.caption(1) == "a cat number 1 sits, take 0"
+    drawn = {tuple(RobustDataset(ds)[(1, s)][0]["text"].tolist()) for s in range(10)}
+    assert len(drawn) > 1  # one of the image's three captions per epoch
+    with pytest.warns(UserWarning, match="unreadable image"):
+        assert RobustDataset(ds)[(5, 0)] is None  # unreadable image: skipped (the Trainer counts it)
+    with pytest.raises(ValueError, match=r"000000000005\.jpg: unreadable image.*delete or replace the file"):
+        ds[5]
+    (x, y) = ds[0]
+    assert y == -1 and x["image"].shape == (3, 8, 8)
+    batch, labels = ds.collate_fn([ds[0], ds[1]])
+    assert batch["text"].shape[0] == 2 and labels.tolist() == [-1, -1]
+
+
+def test_caption_folder_csv_labels_split_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAEZOO_DATA", str(tmp_path / "data"))
+    root = tmp_path / "pets"
+    names = [f"img{i}.jpg" for i in range(40)]
+    _images(root / "images", names)
+    lines = ["file,caption,label"] + [f"{n},a photo of a {'cat' if i % 2 else 'dog'},{'cat' if i % 2 else 'dog'}"
+                                      for i, n in enumerate(names)]
+    lines += ["img0.jpg,a dog lying on the grass,dog"]
+    (root / "captions.csv").write_text("\n".join(lines) + "\n")
+    train = maezoo.build("dataset", "caption_folder", root=str(root), transform="eval", image_size=8, vocab_size=60)
+    test = maezoo.build("dataset", "caption_folder", split="test", root=str(root), transform="eval", image_size=8,
+                        vocab_size=60)
+    assert len(train) + len(test) == 40 and len(test) > 0 and train.model_kwargs == test.model_kwargs
+    assert train.classes == ["cat", "dog"] and train.num_classes == 2
+    assert {train.caption(i) for i in range(len(train))} <= {"a photo of a cat", "a photo of a dog"}
+    assert [train[i][1] for i in range(4)] == train.targets[:4]
+
+    (root / "captions.csv").write_text("name,text\nimg0.jpg,a dog\n")
+    with pytest.raises(DatasetFileError, match=r"captions\.csv: the header .* Fix: make the first line file,caption"):
+        maezoo.build("dataset", "caption_folder", root=str(root))
+    (root / "captions.csv").unlink()
+    with pytest.raises(DatasetFileError, match=r"pets: no captions file for split 'train'. Fix: put images in"):
+        maezoo.build("dataset", "caption_folder", root=str(root))
+    (root / "captions_train.json").write_text('{"images": []}')
+    with pytest.raises(DatasetFileError, match=r"captions_train\.json: not a COCO captions file \(KeyError"):
+        maezoo.build("dataset", "caption_folder", root=str(root))
