@@ -104,7 +104,7 @@ def count_samples(url: str) -> int:
 
 def shard_urls(source: str) -> list[str]:
     """The shards of ``source``: a folder's ``*.tar`` (sorted), or a brace pattern / single tar, local or URL."""
-    import braceexpand
+    from webdataset.shardlists import expand_urls
 
     p = Path(source).expanduser()
     if not _is_url(source) and p.is_dir():
@@ -114,7 +114,7 @@ def shard_urls(source: str) -> list[str]:
                                      "point data.args.source at img2dataset's output folder (NNNNN.tar files) or "
                                      "a brace pattern such as /data/cc3m/{00000..00331}.tar")
         return [f"file:{f.resolve()}" for f in found]
-    urls = list(braceexpand.braceexpand(source))
+    urls = list(expand_urls(source))
     out = []
     for u in urls:
         if _is_url(u):
