@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 
 #: the packages whose import registers maezoo's built-in components; imported on first use (by the registry's
 #: first lookup or an attribute access), so ``import maezoo`` and ``maezoo --help`` do not load torch
-BUILTIN_MODULES = ("core", "image", "video", "audio", "timeseries", "graph", "text", "multimodal", "eval", "systems", "data.shards")
+BUILTIN_MODULES = ("core", "image", "video", "audio", "timeseries", "graph", "text", "multimodal", "eval", "systems",
+                   "data.shards")
 
 
 def __getattr__(name: str) -> Any:

@@ -57,14 +57,7 @@ from maezoo.audio.frontend import (
     pad_or_crop,
 )
 from maezoo.config import data_root
-from maezoo.data.sources import (
-    SHARED_COPY_FIX,
-    dataset_file_error,
-    download_or_explain,
-    extract_archive,
-    extract_tar,
-    find_shared_data,
-)
+from maezoo.data.sources import download_or_explain, extract_archive, prepared_folder
 from maezoo.registry import register
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
@@ -312,18 +305,7 @@ def _fsdd_layout(folder: Path) -> Path:
 
 def fsdd_folder(root: str | Path | None = None) -> Path:
     """The folder of FSDD's wav files: ``<root>/fsdd/recordings``, extracted from the shared tar if needed."""
-    base = Path(root) if root else data_root()
-    folder = base / "fsdd"
-    if folder.exists():
-        try:
-            return _fsdd_layout(folder)
-        except ValueError as exc:
-            raise dataset_file_error(folder, f"incomplete FSDD folder: {exc}",
-                                     "delete this folder and run again to extract it afresh") from exc
-    tar = find_shared_data(FSDD_TAR)
-    if tar is not None:
-        return _fsdd_layout(extract_tar(tar, base, "fsdd", fix=SHARED_COPY_FIX))
-    return _download_fsdd(base, folder)
+    return prepared_folder(Path(root) if root else data_root(), "fsdd", "FSDD", _fsdd_layout, FSDD_TAR, _download_fsdd)
 
 
 def _download_fsdd(base: Path, folder: Path) -> Path:

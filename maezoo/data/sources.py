@@ -156,3 +156,29 @@ def extract_tar(tar_path: Path, dest: Path, marker: str, *, fix: str = SHARED_CO
     if final.exists():
         return final
     return extract_archive(Path(tar_path), final, fix, pick)
+
+
+def prepared_folder(base: Path, name: str, what: str, layout: Callable[[Path], Path], shared: str | None,
+                    download: Callable[[Path, Path], Path] | None = None, *, pick: Callable[[Path], Path] | None = None,
+                    fix: str = SHARED_COPY_FIX, stale_fix: str = "delete this folder and run again to extract it afresh"
+                    ) -> Path:
+    """``base/name`` ready to read: the folder itself when it exists, else extracted once from the read-only
+    ``shared/data/<shared>`` archive (atomically, :func:`extract_tar`), else ``download(base, folder)``.
+
+    ``layout(folder)`` returns the folder to read (or raises ``ValueError("what is wrong")``): an existing folder
+    that fails it raises :class:`DatasetFileError` naming it with ``stale_fix``; ``pick`` chooses the folder inside
+    the extracted archive (:func:`extract_archive`) and ``fix`` is the advice for a damaged archive. Without a shared
+    copy and a ``download``, :class:`DatasetMissingError` says where the data was looked for.
+    """
+    folder = base / name
+    if folder.exists():
+        try:
+            return layout(folder)
+        except ValueError as exc:
+            raise dataset_file_error(folder, f"incomplete {what} folder: {exc}", stale_fix) from exc
+    archive = find_shared_data(shared) if shared else None
+    if archive is not None:
+        return layout(extract_tar(archive, base, name, fix=fix, pick=pick))
+    if download is None:
+        raise missing_dataset(what, folder, None)
+    return download(base, folder)

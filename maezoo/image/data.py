@@ -24,7 +24,7 @@ from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
 from maezoo.config import data_root
-from maezoo.data.sources import SHARED_COPY_FIX, dataset_file_error, download_or_explain, extract_tar, find_shared_data
+from maezoo.data.sources import SHARED_COPY_FIX, dataset_file_error, download_or_explain, prepared_folder
 from maezoo.registry import register
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -91,24 +91,17 @@ def cifar10_folder(root: str | Path | None = None, download: bool = True) -> Pat
     An unusable archive or folder raises :class:`DatasetFileError` (a ``ValueError``) naming it and the fix.
     """
     base = Path(root) if root else data_root()
-    folder = base / "cifar10"
-    if folder.exists():
-        try:
-            return _cifar_layout(folder)
-        except ValueError as exc:
-            raise dataset_file_error(folder, f"incomplete CIFAR-10 folder: {exc}",
-                                     "delete this folder and run again to prepare it afresh") from exc
-    tar = find_shared_data(CIFAR10_TAR)
-    if tar is not None:
-        fix = (f"{SHARED_COPY_FIX}; or set MAEZOO_DATA to a folder already holding cifar10/train and "
-               "cifar10/test")
-        return extract_tar(tar, base, "cifar10", fix=fix, pick=_cifar_layout)
-    if not download:
-        raise FileNotFoundError(
-            f"CIFAR-10 not found under {folder}; set MAEZOO_DATA to a folder holding cifar10/train and cifar10/test, "
-            "or allow the download"
-        )
-    return _download_cifar10_as_folder(base)
+
+    def fetch(base: Path, folder: Path) -> Path:
+        if not download:
+            raise FileNotFoundError(
+                f"CIFAR-10 not found under {folder}; set MAEZOO_DATA to a folder holding cifar10/train and "
+                "cifar10/test, or allow the download")
+        return _download_cifar10_as_folder(base)
+
+    fix = f"{SHARED_COPY_FIX}; or set MAEZOO_DATA to a folder already holding cifar10/train and cifar10/test"
+    return prepared_folder(base, "cifar10", "CIFAR-10", _cifar_layout, CIFAR10_TAR, fetch, pick=_cifar_layout, fix=fix,
+                           stale_fix="delete this folder and run again to prepare it afresh")
 
 
 def _download_cifar10_as_folder(base: Path) -> Path:

@@ -1,10 +1,11 @@
-"""Image + text in one encoder (M3AE): builders, paired datasets and the figure.
+"""Image + text in one encoder (M3AE): builders, image-caption datasets and the figure.
 
-Importing this package registers the ``m3ae*`` builders. It reaches the image and text tokenizers and the
-word-piece vocabulary through the registry, never by importing ``maezoo.image`` or ``maezoo.text``.
+Importing this package registers the ``m3ae*`` builders and the ``cifar10_captions``, ``caption_shards`` and
+``caption_folder`` datasets. It reaches the other modalities only through the registry (the ``image`` and
+``text`` tokenizers, ``cifar10`` images, the ``wordpiece`` vocabulary), never by importing them.
 """
 
-from maezoo.multimodal import models  # noqa: F401  (registers the builders)
+from maezoo.multimodal import data, models, pairs  # noqa: F401  (registers the datasets and builders)
 from maezoo.multimodal.models import m3ae, m3ae_cifar, m3ae_vit_base, m3ae_vit_large
 
 __all__ = ["m3ae", "m3ae_cifar", "m3ae_vit_base", "m3ae_vit_large"]

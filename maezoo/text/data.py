@@ -26,7 +26,6 @@ Shapes:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import zlib
@@ -39,21 +38,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from maezoo.config import data_root
-from maezoo.data.sources import (
-    SHARED_COPY_FIX,
-    dataset_file_error,
-    download_or_explain,
-    extract_archive,
-    extract_tar,
-    find_shared_data,
-)
+from maezoo.data.sources import dataset_file_error
+from maezoo.data.wordnet import WORDNET_POS, read_entries, wordnet_folder
 from maezoo.registry import register
 from maezoo.text.vocab import TextVocab
 
-WORDNET_TAR = "wordnet/wordnet-3.0-data.tar.xz"
-WORDNET_URL = "https://wordnetcode.princeton.edu/3.0/WordNet-3.0.tar.gz"
-WORDNET_POS = ("noun", "verb", "adj", "adv")
 #: WordNet's lexicographer files, numbered as in ``lexnames(5WN)``
 LEXNAMES = (
     "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body noun.cognition "
@@ -142,14 +131,7 @@ def pad_batch(seqs: list[Tensor], pad_id: int) -> Tensor:
 def corpus_vocab(texts: Texts, key: str, vocab_size: int, lowercase: bool, tokenizer: str | None
                  ) -> tuple[TextVocab, Path]:
     """The given vocabulary file, or one trained on ``texts`` and cached under the data root by ``key``."""
-    if tokenizer:
-        return TextVocab.from_file(tokenizer, lowercase=lowercase), Path(tokenizer)
-    digest = hashlib.sha256(f"{key}|{vocab_size}|{lowercase}".encode()).hexdigest()[:16]
-    path = data_root() / "text_vocab" / digest / "tokenizer.json"
-    if path.is_file():
-        return TextVocab.from_file(path), path
-    vocab = TextVocab.train((texts[i] for i in range(len(texts))), vocab_size, lowercase)
-    return vocab, vocab.save(path)
+    return TextVocab.cached((texts[i] for i in range(len(texts))), key, vocab_size, lowercase, given=tokenizer)
 
 
 # -- WordNet --------------------------------------------------------------------------------------------------
@@ -165,60 +147,9 @@ class Synset:
         return zlib.crc32(f"{self.pos}:{self.offset}".encode()) % 10 == 0
 
 
-def _wordnet_layout(folder: Path) -> Path:
-    missing = [p for p in WORDNET_POS if not (folder / f"data.{p}").is_file()]
-    if missing:
-        raise ValueError(f"no data.{', data.'.join(missing)} (WordNet's database files)")
-    return folder
-
-
-def wordnet_folder(root: str | Path | None = None) -> Path:
-    """The folder holding ``data.noun`` etc.: ``<root or data root>/wordnet``, extracted or downloaded if absent."""
-    base = Path(root) if root else data_root()
-    folder = base / "wordnet"
-    if folder.exists():
-        try:
-            return _wordnet_layout(folder)
-        except ValueError as exc:
-            raise dataset_file_error(folder, f"incomplete WordNet folder: {exc}",
-                                     "delete this folder and run again to extract it afresh") from exc
-    tar = find_shared_data(WORDNET_TAR)
-    if tar is not None:
-        return _wordnet_layout(extract_tar(tar, base, "wordnet", fix=SHARED_COPY_FIX,
-                                           pick=lambda tmp: _wordnet_layout(tmp / "wordnet")))
-    return _download_wordnet(base, folder)
-
-
-def _download_wordnet(base: Path, folder: Path) -> Path:
-    """Princeton's WordNet-3.0.tar.gz; its ``dict/`` becomes ``<base>/wordnet``."""
-    import urllib.request
-
-    base.mkdir(parents=True, exist_ok=True)
-    archive = base / ".WordNet-3.0.tar.gz"
-    download_or_explain("WordNet 3.0", folder, WORDNET_URL, lambda: urllib.request.urlretrieve(WORDNET_URL, archive))
-    try:
-        return extract_archive(archive, folder, "delete it and run again to download it afresh",
-                               pick=lambda tmp: _wordnet_layout(next(tmp.glob("*/dict"))))
-    finally:
-        archive.unlink(missing_ok=True)
-
-
 def read_wordnet(folder: Path) -> list[Synset]:
-    """Every synset of the four data files (licence header lines, which start with two spaces, skipped)."""
-    out = []
-    for pos in WORDNET_POS:
-        path = folder / f"data.{pos}"
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.startswith("  ") or not line.strip():
-                    continue
-                head, sep, gloss = line.partition(" | ")
-                fields = head.split()
-                if not sep or len(fields) < 3 or not fields[1].isdigit() or int(fields[1]) >= len(LEXNAMES):
-                    raise dataset_file_error(f"{path}:{n}", "not a WordNet data line (offset lex_filenum ss_type ... "
-                                             "| gloss)", "replace the file with WordNet 3.0's data files")
-                out.append(Synset(pos, fields[0], int(fields[1]), gloss.strip()))
-    return out
+    """Every synset of the four data files (:mod:`maezoo.data.wordnet` parses the lines)."""
+    return [Synset(e.pos, e.offset, e.lexfile, e.gloss) for pos in WORDNET_POS for e in read_entries(folder, pos)]
 
 
 @register("dataset", "wordnet")

@@ -11,6 +11,7 @@ Shapes:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from maezoo.config import data_root
 from maezoo.registry import register
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -50,6 +52,22 @@ class TextVocab:
                                             special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix=CONTINUATION)
         tok.train_from_iterator(texts, trainer)
         return cls._finish(tok, "trained")
+
+    @classmethod
+    def cached(cls, texts: Iterable[str], key: str, vocab_size: int = 8192, lowercase: bool = True,
+               given: str | Path | None = None) -> tuple[TextVocab, Path]:
+        """``given`` (a ``tokenizer.json`` or ``vocab.txt``) when set; else the vocabulary trained on ``texts`` once
+        and kept in ``<data root>/text_vocab/<digest>/tokenizer.json``, the digest of ``key`` (what identifies the
+        corpus), ``vocab_size`` and ``lowercase``. ``texts`` is only read when nothing is cached (pass a generator
+        for a large corpus). Returns the vocabulary and its file."""
+        if given:
+            return cls.from_file(given, lowercase=lowercase), Path(given)
+        digest = hashlib.sha256(f"{key}|{vocab_size}|{lowercase}".encode()).hexdigest()[:16]
+        path = data_root() / "text_vocab" / digest / "tokenizer.json"
+        if path.is_file():
+            return cls.from_file(path), path
+        vocab = cls.train(texts, vocab_size, lowercase)
+        return vocab, vocab.save(path)
 
     @classmethod
     def from_file(cls, path: str | Path, lowercase: bool = True) -> TextVocab:

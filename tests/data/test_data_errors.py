@@ -146,9 +146,10 @@ def test_cifar_incomplete_folder_in_data_root_is_named(cifar_env, tmp_path):
 
 
 def test_cifar_missing_without_download_never_reaches_network(tmp_path, monkeypatch):
+    import maezoo.data.sources as sources
     import maezoo.image.data as image_data
 
-    monkeypatch.setattr(image_data, "find_shared_data", lambda rel: None)
+    monkeypatch.setattr(sources, "find_shared_data", lambda rel: None)
     monkeypatch.setattr(image_data, "_download_cifar10_as_folder",
                         lambda base: pytest.fail("must not download"))
     with pytest.raises(FileNotFoundError, match="CIFAR-10 not found"):

@@ -85,7 +85,7 @@ def test_missing_cifar10_without_network_names_maezoo_data(tmp_path: Path, monke
 
     monkeypatch.setattr(idata.datasets, "CIFAR10", type("Offline", (), {"url": "https://www.cs.toronto.edu/x.tar.gz",
                                                                        "__init__": offline}))
-    monkeypatch.setattr(idata, "find_shared_data", lambda rel: None)
+    monkeypatch.setattr("maezoo.data.sources.find_shared_data", lambda rel: None)
     with pytest.raises(DatasetMissingError, match="MAEZOO_DATA") as err:
         idata.cifar10_folder(tmp_path)
     assert "cs.toronto.edu" in str(err.value) and str(tmp_path / "cifar10") in str(err.value)
