@@ -20,6 +20,7 @@ from maezoo.eval import (  # noqa: F401  (registers the metrics and protocols)
     forecast,  # noqa: F401  (registers the forecast_* protocols and mse@H/mae@H metrics)
     metrics,
     protocols,
+    retrieval,  # noqa: F401  (registers the retrieval protocol)
 )
 from maezoo.eval.features import extract_features
 from maezoo.eval.finetune import (

@@ -15,6 +15,8 @@ Built-ins:
     ``scratch``           the fine-tuning schedule from random initialisation
     ``node_linprobe``     node classification on frozen node embeddings (GraphMAE, Planetoid split)
     ``svm``               graph classification: pooled embeddings, RBF SVM, k-fold CV (GraphMAE, TU sets)
+    ``retrieval``         one modality of a pair finds its partner among all partners (:mod:`maezoo.eval.retrieval`)
+Any protocol runs on some modalities of paired data with a stage suffix (``linprobe@image``, maezoo.systems.stages).
 """
 
 from __future__ import annotations

@@ -87,9 +87,9 @@ def shrink_config(cfg: Any) -> tuple[Any, list[str]]:
 
 def _sections_run(stages: list[str]) -> set[str]:
     """The recipe sections of the protocols the stages run (others are left as they are, and not listed)."""
-    from maezoo.eval.protocols import get_protocol
+    from maezoo.systems.stages import stage_protocol
 
-    return {get_protocol(s).section for s in stages if s != "pretrain"}  # type: ignore[attr-defined]
+    return {stage_protocol(s).section for s in stages if s != "pretrain"}  # type: ignore[attr-defined]
 
 
 __all__ = ["shrink_config"]

@@ -98,10 +98,10 @@ def load_recipe(recipe: str, overrides: list[str], quick: bool = False) -> Loade
     if stage is not None:
         for v in variants:
             valid = ["pretrain", *getattr(v.cfg, "stages", [])]
-            from maezoo.registry import names
+            if stage not in valid:
+                from maezoo.systems.stages import check_stages
 
-            if stage not in valid and stage not in names("protocol"):
-                raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(['pretrain', *names('protocol')])}")
+                check_stages([stage])
     ckpt = Path(special["checkpoint"]) if special.get("checkpoint") else None
     if ckpt is not None and not ckpt.exists():
         raise ConfigError(f"checkpoint={ckpt} does not exist; pass a run folder, a checkpoint folder, a .safetensors file "
