@@ -14,6 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from maezoo.hub import (
+    hf_bert,
     hf_patchtst,
     hf_videomae,
     hf_vitmae,
@@ -29,10 +30,10 @@ from maezoo.registry import build
 #: every mapping, tried in order (the first whose ``matches`` accepts the keys maps the file); a family's
 #: pivot module (its ``PIVOT``, the family itself when it defines ``infer_spec``, else :mod:`maezoo.hub.vit`)
 #: turns its pivot into a maezoo state dict and model spec
-FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, hf_patchtst, mae_official, videomae_official, timm_audiomae,
+FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, hf_patchtst, hf_bert, mae_official, videomae_official, timm_audiomae,
                                     timm_vit)
 #: builders that take the sizes as kwargs (no preset of that name fixes them)
-GENERIC = ("mae_vit", "videomae_official", "audiomae", "patchtst_hf")
+GENERIC = ("mae_vit", "videomae_official", "audiomae", "patchtst_hf", "bert")
 #: maezoo's MAE layer norms (the official MAE's eps)
 MAEZOO_LN_EPS = 1e-6
 
