@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from maezoo.hub import hf_bert, hf_videomae, hf_vitmae, timm_audiomae, timm_vit, video
+from maezoo.hub import hf_bert, hf_patchtst, hf_videomae, hf_vitmae, timm_audiomae, timm_vit, video
 from maezoo.hub.io import HubError
 from maezoo.hub.vit import maezoo_to_pivot
 
@@ -76,8 +76,12 @@ def video_arch_of(model: nn.Module) -> dict[str, Any]:
 
 
 def export(model: nn.Module, dst: str | Path, to: Target = "maezoo", spec: dict[str, Any] | None = None,
-           img_size: int | None = None) -> Path:
-    """Write ``model`` to ``dst`` (a folder) in the ``to`` layout; returns the folder."""
+           img_size: int | None = None, context_length: int | None = None, num_channels: int | None = None) -> Path:
+    """Write ``model`` to ``dst`` (a folder) in the ``to`` layout; returns the folder.
+
+    ``img_size``: the image size the timm/hf position table is written for; ``context_length``/``num_channels``:
+    a PatchTST's look-back window and channel count in its Hugging Face config.
+    """
     dst = Path(dst)
     if to not in TARGETS:
         raise HubError(f"unknown export layout {to!r}; choose one of {', '.join(TARGETS)}")
@@ -91,6 +95,10 @@ def export(model: nn.Module, dst: str | Path, to: Target = "maezoo", spec: dict[
         if to != "hf":
             raise HubError("timm has no BERT; export a text model with to='hf' (BertForMaskedLM) or 'maezoo'")
         return hf_bert.write_folder(model, state, dst)
+    if hasattr(tok, "patch_len"):  # series patches: PatchTST
+        if to != "hf":
+            raise HubError("timm has no PatchTST; export a series model with to='hf' (PatchTSTForPretraining) or 'maezoo'")
+        return hf_patchtst.write_folder(model, state, dst, context_length, num_channels)
     if hasattr(tok, "mel_bins"):  # Audio-MAE: a timm ViT over [1, T, F] filterbanks
         if to != "timm":
             raise HubError("Hugging Face has no Audio-MAE; export an audio model with to='timm' (the audiomae_as2m "
