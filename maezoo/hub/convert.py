@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from maezoo.hub import (
     convmae_official,
+    graphmae_official,
     hf_bert,
     hf_patchtst,
     hf_videomae,
@@ -31,11 +32,10 @@ from maezoo.registry import build
 #: every mapping, tried in order (the first whose ``matches`` accepts the keys maps the file); a family's
 #: pivot module (its ``PIVOT``, the family itself when it defines ``infer_spec``, else :mod:`maezoo.hub.vit`)
 #: turns its pivot into a maezoo state dict and model spec
-FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, hf_patchtst, hf_bert, convmae_official, mae_official,
-                                    videomae_official, timm_audiomae,
-                                    timm_vit)
+FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, hf_patchtst, hf_bert, convmae_official, graphmae_official,
+                                    mae_official, videomae_official, timm_audiomae, timm_vit)
 #: builders that take the sizes as kwargs (no preset of that name fixes them)
-GENERIC = ("mae_vit", "videomae_official", "audiomae", "patchtst_hf", "bert", "convmae")
+GENERIC = ("mae_vit", "videomae_official", "audiomae", "patchtst_hf", "bert", "convmae", "graphmae")
 #: the builder kwargs an error names to describe what a checkpoint holds
 DESCRIBED = ("embed_dim", "embed_dims", "depth", "depths", "patch_size", "patch_sizes", "patch_len", "in_chans",
              "vocab_size")
