@@ -33,7 +33,7 @@ from maezoo.registry import build
 #: pivot module (its ``PIVOT``, the family itself when it defines ``infer_spec``, else :mod:`maezoo.hub.vit`)
 #: turns its pivot into a maezoo state dict and model spec
 FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, hf_patchtst, hf_bert, convmae_official, graphmae_official,
-                                    mae_official, videomae_official, timm_audiomae, timm_vit)
+                                    timm_audiomae, mae_official, videomae_official, timm_vit)
 #: builders that take the sizes as kwargs (no preset of that name fixes them)
 GENERIC = ("mae_vit", "videomae_official", "audiomae", "patchtst_hf", "bert", "convmae", "graphmae")
 #: the builder kwargs an error names to describe what a checkpoint holds
