@@ -108,3 +108,14 @@ def test_wrong_vocabulary_is_named(tmp_path):
     (tmp_path / "hf" / "vocab.txt").write_text("".join(f"{p}\n" for p in BERT_PIECES[:40]))
     with pytest.raises(HubError, match=r"vocab\.txt: 40 pieces but the word embeddings have 64 rows"):
         load_pretrained(tmp_path / "hf")
+
+
+def test_cli_convert_bert_in_and_out(tmp_path, hf_folder):
+    from maezoo.cli import main
+
+    _, folder = hf_folder
+    assert main(["convert", str(folder), str(tmp_path / "mz"), "--to", "maezoo"]) == 0
+    assert (tmp_path / "mz" / "tokenizer.json").is_file()  # the vocabulary travels with the weights
+    assert main(["convert", str(tmp_path / "mz"), str(tmp_path / "back"), "--to", "hf"]) == 0
+    first, back = load_pretrained(folder)[0].state_dict(), load_pretrained(tmp_path / "back")[0].state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in back.items())
