@@ -77,6 +77,9 @@ def main() -> None:
     video(d)
     audio(d)
     timeseries(d)
+    text(d)
+    convmae(d)
+    graph(d)
 
 
 def video(d: Path) -> None:
@@ -142,6 +145,72 @@ def timeseries(d: Path) -> None:
         hf.save_pretrained(d / f"pt_{kind}")
         m, _ = load_pretrained(d / f"pt_{kind}")
         print(f"hf PatchTSTForPretraining ({kind} positions): {compare(m.eval(), hf, _series())}")
+    from transformers import PatchTSTForPretraining
+
+    export(m, d / "pt_out", to="hf", context_length=68, num_channels=3)
+    back = PatchTSTForPretraining.from_pretrained(d / "pt_out").eval()
+    print(f"patchtst_hf (imported) export -> transformers: {compare(m, back, _series())}")
+    torch.manual_seed(0)
+    n = maezoo.create_model("patchtst_hf", patch_len=8, stride=8, embed_dim=32, depth=2, num_heads=4).eval()
+    export(n, d / "pt_native", to="hf", context_length=68, num_channels=3)
+    back = PatchTSTForPretraining.from_pretrained(d / "pt_native").eval()
+    print(f"patchtst_hf (maezoo-initialised, zero token 0) export -> transformers: {compare(n, back, _series())}")
+    n.mask_token.copy_(n.tokenizer.proj.bias)
+    print(f"  same, zero token set to the embedding bias: {compare(n, back, _series())}")
+
+
+def text(d: Path) -> None:
+    """BERT rows: (hidden states, MLM logits, loss) vs the BertForMaskedLM peer, and after export."""
+    from hub_peers import bert_ids, hf_bert, hf_bert_run, write_bert_vocab
+    from test_hub_text import LENGTHS, compare
+    from transformers import BertForMaskedLM
+
+    hf = hf_bert()
+    hf.save_pretrained(d / "bert")
+    write_bert_vocab(d / "bert")
+    m, _ = load_pretrained(d / "bert")
+    x = bert_ids(LENGTHS, 20)
+    print(f"hf BertForMaskedLM: hidden/logits/loss {compare(m, hf, x)}")
+    export(m, d / "bert_out", to="hf")
+    print(f"bert (imported) export -> transformers: {compare(m, BertForMaskedLM.from_pretrained(d / 'bert_out').eval(), x)}")
+    torch.manual_seed(0)
+    n = maezoo.create_model("bert", vocab_size=64, max_positions=40, embed_dim=32, depth=2, num_heads=4, mlp_dim=64,
+                            dropout=0.0).eval()
+    n.mask_token.normal_()
+    export(n, d / "bert_native", to="hf")
+    back = BertForMaskedLM.from_pretrained(d / "bert_native").eval()
+    mask = n.sample_mask(x, torch.Generator().manual_seed(3))
+    out = n(x, mask=mask)
+    _, ref = hf_bert_run(back, x, mask.mask, 4)
+    logits = torch.gather(ref.logits[:, 1:], 1, mask.ids_masked[..., None].expand(-1, -1, 64))
+    diff = (out.pred - logits)[mask.masked_valid].abs()
+    others = diff[:, [c for c in range(64) if c != 4]].max()
+    print(f"bert (maezoo, own mask token) export -> transformers: hidden {compare(n, back, x)[0]:.2e}, logits except "
+          f"[MASK] {float(others):.2e}, [MASK] column {float(diff[:, 4].max()):.2e}")
+
+
+def convmae(d: Path) -> None:
+    """ConvMAE rows: (masked encoder, reconstruction, loss, unmasked features) vs the official-layout peer."""
+    from official_convmae import official_convmae
+    from test_hub_convmae import _images, compare
+
+    peer = official_convmae()
+    torch.save({"model": peer.state_dict()}, d / "convmae.pth")
+    m, _ = load_pretrained(d / "convmae.pth", num_heads=4, decoder_heads=4)
+    print(f"official ConvMAE: encoder/reconstruction/loss/unmasked features {compare(m, peer, _images())}")
+
+
+def graph(d: Path) -> None:
+    """GraphMAE rows: (embeddings, reconstruction of the hidden nodes, loss) vs the pyg-branch peer."""
+    from official_graphmae import official_graphmae
+    from test_hub_graph import _graph, compare
+
+    for kw in ({}, {"norm": "batchnorm", "num_layers": 3}, {"norm": "layernorm", "act": "elu"},
+               {"encoder_type": "gin", "decoder_type": "gin", "norm": "batchnorm"}, {"decoder_type": "mlp"}):
+        peer = official_graphmae(**kw)
+        torch.save(peer.state_dict(), d / "graphmae.pt")
+        m, _ = load_pretrained(d / "graphmae.pt", **({"activation": kw["act"]} if "act" in kw else {}))
+        print(f"official GraphMAE (pyg) {kw or 'GAT, defaults'}: {compare(m, peer, _graph())}")
 
 
 if __name__ == "__main__":

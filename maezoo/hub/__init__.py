@@ -10,7 +10,8 @@
 (:mod:`maezoo.hub.cli`). Families: :mod:`~maezoo.hub.mae_official`, :mod:`~maezoo.hub.timm_vit`,
 :mod:`~maezoo.hub.hf_vitmae` (ViT pivot :mod:`~maezoo.hub.vit`); :mod:`~maezoo.hub.videomae_official`,
 :mod:`~maezoo.hub.hf_videomae` (video pivot :mod:`~maezoo.hub.video`); :mod:`~maezoo.hub.timm_audiomae`;
-:mod:`~maezoo.hub.hf_patchtst`.
+:mod:`~maezoo.hub.hf_patchtst` (export too); :mod:`~maezoo.hub.hf_bert` (in and out); :mod:`~maezoo.hub.convmae_official`;
+:mod:`~maezoo.hub.graphmae_official`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("dst", help="output folder")
     c.add_argument("--to", choices=["maezoo", "timm", "hf"], default="maezoo")
     c.add_argument("--img-size", type=int, default=None, help="timm/hf: image size the position table is written for")
+    c.add_argument("--context-length", type=int, default=None, help="hf PatchTST: the look-back window (steps)")
+    c.add_argument("--channels", type=int, default=None, help="hf PatchTST: num_input_channels of the config")
     c.add_argument("--num-heads", type=int, default=None, help="override the inferred encoder head count")
     z = subparsers.add_parser("zoo", help="published checkpoints and the maezoo model each maps to")
     z.add_argument("--download", default=None, metavar="NAME", help="download one entry into the cache and print its path")
@@ -37,7 +39,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         overrides = {"num_heads": args.num_heads} if args.num_heads else {}
         model, spec = load_pretrained(src, **overrides)
-    out = export(model, args.dst, to=args.to, spec=spec, img_size=args.img_size)
+    out = export(model, args.dst, to=args.to, spec=spec, img_size=args.img_size, context_length=args.context_length,
+                 num_channels=args.channels)
     print(f"wrote {out} ({args.to})")
     return 0
 

@@ -14,6 +14,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from maezoo.hub import (
+    convmae_official,
+    graphmae_official,
+    hf_bert,
     hf_patchtst,
     hf_videomae,
     hf_vitmae,
@@ -29,10 +32,13 @@ from maezoo.registry import build
 #: every mapping, tried in order (the first whose ``matches`` accepts the keys maps the file); a family's
 #: pivot module (its ``PIVOT``, the family itself when it defines ``infer_spec``, else :mod:`maezoo.hub.vit`)
 #: turns its pivot into a maezoo state dict and model spec
-FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, hf_patchtst, mae_official, videomae_official, timm_audiomae,
-                                    timm_vit)
+FAMILIES: tuple[ModuleType, ...] = (hf_vitmae, hf_videomae, hf_patchtst, hf_bert, convmae_official, graphmae_official,
+                                    timm_audiomae, mae_official, videomae_official, timm_vit)
 #: builders that take the sizes as kwargs (no preset of that name fixes them)
-GENERIC = ("mae_vit", "videomae_official", "audiomae", "patchtst_hf")
+GENERIC = ("mae_vit", "videomae_official", "audiomae", "patchtst_hf", "bert", "convmae", "graphmae")
+#: the builder kwargs an error names to describe what a checkpoint holds
+DESCRIBED = ("embed_dim", "embed_dims", "depth", "depths", "patch_size", "patch_sizes", "patch_len", "in_chans",
+             "vocab_size")
 #: maezoo's MAE layer norms (the official MAE's eps)
 MAEZOO_LN_EPS = 1e-6
 
@@ -115,8 +121,8 @@ def load_into(model: nn.Module, imp: Imported, model_name: str | None = None) ->
         if missing:
             detail += f"{'; ' if detail else ''}not in the checkpoint: {', '.join(missing[:3])}"
         kw = imp.spec["kwargs"]
-        described = ", ".join(f"{k}={kw[k]}" for k in ("embed_dim", "depth", "patch_size", "in_chans") if k in kw)
-        raise HubError(f"{imp.path}: does not fit {label} ({detail}). The checkpoint is a {imp.family} ViT with "
+        described = ", ".join(f"{k}={kw[k]}" for k in DESCRIBED if k in kw)
+        raise HubError(f"{imp.path}: does not fit {label} ({detail}). The checkpoint is a {imp.family} model with "
                        f"{described}; create {imp.preset}{' with those kwargs' if imp.preset in GENERIC else ''} "
                        f"(maezoo.create_model({imp.preset!r}, pretrained=...)), or leave the name out "
                        "(maezoo.hub.load_pretrained(path)) to build what the checkpoint describes")

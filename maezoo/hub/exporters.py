@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from torch import Tensor, nn
 
-from maezoo.hub import hf_videomae, hf_vitmae, timm_audiomae, timm_vit, video
+from maezoo.hub import hf_bert, hf_patchtst, hf_videomae, hf_vitmae, timm_audiomae, timm_vit, video
 from maezoo.hub.io import HubError
 from maezoo.hub.vit import maezoo_to_pivot
 
@@ -76,17 +76,29 @@ def video_arch_of(model: nn.Module) -> dict[str, Any]:
 
 
 def export(model: nn.Module, dst: str | Path, to: Target = "maezoo", spec: dict[str, Any] | None = None,
-           img_size: int | None = None) -> Path:
-    """Write ``model`` to ``dst`` (a folder) in the ``to`` layout; returns the folder."""
+           img_size: int | None = None, context_length: int | None = None, num_channels: int | None = None) -> Path:
+    """Write ``model`` to ``dst`` (a folder) in the ``to`` layout; returns the folder.
+
+    ``img_size``: the image size the timm/hf position table is written for; ``context_length``/``num_channels``:
+    a PatchTST's look-back window and channel count in its Hugging Face config.
+    """
     dst = Path(dst)
     if to not in TARGETS:
         raise HubError(f"unknown export layout {to!r}; choose one of {', '.join(TARGETS)}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tok = getattr(model, "tokenizer", None)
     if to == "maezoo":
         if spec is None:
             raise HubError("export to maezoo needs the model spec ({'name': ..., 'kwargs': {...}}) for model.json")
-        return write_maezoo(state, spec, dst)
-    tok = getattr(model, "tokenizer", None)
+        return write_maezoo(state, spec, dst, getattr(tok, "vocab_json", None))
+    if hasattr(tok, "word_embeddings"):  # BERT: word-piece ids
+        if to != "hf":
+            raise HubError("timm has no BERT; export a text model with to='hf' (BertForMaskedLM) or 'maezoo'")
+        return hf_bert.write_folder(model, state, dst)
+    if hasattr(tok, "patch_len"):  # series patches: PatchTST
+        if to != "hf":
+            raise HubError("timm has no PatchTST; export a series model with to='hf' (PatchTSTForPretraining) or 'maezoo'")
+        return hf_patchtst.write_folder(model, state, dst, context_length, num_channels)
     if hasattr(tok, "mel_bins"):  # Audio-MAE: a timm ViT over [1, T, F] filterbanks
         if to != "timm":
             raise HubError("Hugging Face has no Audio-MAE; export an audio model with to='timm' (the audiomae_as2m "
@@ -105,11 +117,16 @@ def export(model: nn.Module, dst: str | Path, to: Target = "maezoo", spec: dict[
     return writer(pivot, arch, dst)
 
 
-def write_maezoo(state: dict[str, Tensor], spec: dict[str, Any], dst: Path) -> Path:
+def write_maezoo(state: dict[str, Tensor], spec: dict[str, Any], dst: Path, vocab_json: str | None = None) -> Path:
+    """``model.safetensors`` + ``model.json``, and a text model's vocabulary as ``tokenizer.json`` (read back in place
+    of the spec's ``vocab_file``, as a run folder's)."""
     from safetensors.torch import save_file
 
     dst.mkdir(parents=True, exist_ok=True)
     save_file(state, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    if isinstance(vocab_json, str):
+        (dst / "tokenizer.json").write_text(vocab_json)
+        spec = {**spec, "kwargs": {k: v for k, v in spec.get("kwargs", {}).items() if k != "vocab_file"}}
     (dst / "model.json").write_text(json.dumps(spec, indent=2))
     return dst
 
@@ -125,6 +142,8 @@ def read_maezoo(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if not (folder / "model.safetensors").is_file():
         raise HubError(f"{path}: no model.safetensors; pass a finished run folder or a checkpoint folder")
     spec = json.loads((folder / "model.json").read_text())
+    if (folder / "tokenizer.json").is_file():  # a text model's vocabulary (its builder's vocab_file)
+        spec.setdefault("kwargs", {})["vocab_file"] = str(folder / "tokenizer.json")
     return load_file(str(folder / "model.safetensors")), spec
 
 

@@ -5,7 +5,13 @@ They correspond for ``norm_type="layernorm"``, ``pre_norm=True``, ``share_embedd
 a position table (``random``: learned; ``sincos``: Hugging Face's normalised interleaved table, kept as values),
 pre-norm LayerNorm blocks with separate q/k/v projections (fused into ``qkv``), no final norm, and a linear
 head per patch. Other configurations are refused, naming the setting: PatchTST's default BatchNorm and post-norm
-blocks, per-channel embeddings, channel attention or a class token have no maezoo counterpart.
+blocks, per-channel embeddings, channel attention or a class token have no maezoo counterpart. ``scaling`` None
+(no scaler) loads as ``revin=False``.
+
+Export (:func:`write_folder`) writes a ``PatchTSTForPretraining`` folder for the maezoo models of that configuration:
+``patchtst_hf`` (no final encoder norm), channel-independent, learned positions, ``remainder="crop"``, the linear
+head, replace mode. ``context_length`` fixes the position rows written (an imported model knows it: the rows after
+the imported ones are zero); ``num_input_channels`` is a config value only (every weight is shared by the channels).
 
 Hidden patches are zero-filled *before* the patch embedding in PatchTST, so a hidden token is the embedding's bias
 plus its position; maezoo's fixed zero token (a buffer) takes that bias, so masking is the same as long as the
@@ -18,7 +24,9 @@ Shapes:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +51,7 @@ class PatchTSTPivot(Pivot):
     """The Hugging Face state dict plus the patch stride of its config."""
 
     stride: int | None = None
+    revin: bool = True
 
 
 def matches(ckpt: Checkpoint) -> bool:
@@ -54,8 +63,8 @@ def matches(ckpt: Checkpoint) -> bool:
 def to_pivot(ckpt: Checkpoint) -> PatchTSTPivot:
     cfg = ckpt.config or {}
     wrong = {k: cfg.get(k) for k, v in REQUIRED.items() if k in cfg and cfg[k] != v}
-    if cfg.get("scaling", "std") not in ("std", True):
-        wrong["scaling"] = cfg.get("scaling")  # maezoo's RevIN is the std scaler
+    if cfg.get("scaling", "std") not in ("std", True, None, False):
+        wrong["scaling"] = cfg.get("scaling")  # maezoo's RevIN is the std scaler (None: no scaler, revin=False)
     if any(".batchnorm." in k for k in ckpt.state):
         wrong.setdefault("norm_type", "batchnorm")
     if wrong:
@@ -69,7 +78,7 @@ def to_pivot(ckpt: Checkpoint) -> PatchTSTPivot:
         notes = []
     return PatchTSTPivot(state=dict(ckpt.state), path=ckpt.path, num_heads=cfg.get("num_attention_heads"),
                          mask_ratio=cfg.get("random_mask_ratio"), layer_norm_eps=cfg.get("norm_eps", 1e-5),
-                         stride=cfg.get("patch_stride"), notes=notes)
+                         stride=cfg.get("patch_stride"), notes=notes, revin=cfg.get("scaling", "std") in ("std", True))
 
 
 def infer_spec(pv: PatchTSTPivot) -> dict[str, Any]:
@@ -82,6 +91,8 @@ def infer_spec(pv: PatchTSTPivot) -> dict[str, Any]:
     kwargs = {"patch_len": patch, "stride": pv.stride or patch, "embed_dim": dim, "depth": depth,
               "num_heads": pv.num_heads or 16, "mlp_ratio": s[PREFIX + "layers.0.ff.0.weight"].shape[0] / dim,
               "pos_embed": "learned", "mask_token": "zeros"}
+    if not pv.revin:
+        kwargs["revin"] = False
     if pv.mask_ratio is not None:
         kwargs["mask_ratio"] = float(pv.mask_ratio)
     return {"name": "patchtst_hf", "kwargs": kwargs}
@@ -118,4 +129,91 @@ def pivot_to_maezoo(pv: PatchTSTPivot) -> tuple[dict[str, Tensor], list[str]]:
 
 def preset_name(kwargs: dict[str, Any]) -> str:
     return "patchtst_hf"
+
+
+def _refuse(why: str) -> None:
+    raise HubError(f"export to PatchTSTForPretraining: {why}. Hugging Face's PatchTST corresponds to maezoo's "
+                   "patchtst_hf (no final encoder norm), channel-independent, learned positions, remainder='crop', "
+                   "the linear head and replace mode; export other models with to='maezoo'")
+
+
+def patchtst_arch(model: Any, state: dict[str, Tensor], context_length: int | None = None,
+                  num_channels: int | None = None) -> dict[str, Any]:
+    """The ``PatchTSTForPretraining`` config of a built maezoo PatchTST; refuses settings without a counterpart."""
+    from torch import nn
+
+    tok, enc, dec = model.tokenizer, model.encoder, model.decoder
+    if not tok.channel_independent:
+        _refuse("channel_independent=False mixes the channels in each token")
+    if tok.remainder != "crop":
+        _refuse(f"remainder={tok.remainder!r} (PatchTST crops the oldest steps)")
+    if tok.pos is None:
+        _refuse("sin-cos positions (pos_embed='learned' exports as positional_encoding_type='random')")
+    if getattr(enc, "cls_token", None) is not None or not isinstance(enc.norm, nn.Identity):
+        _refuse("the encoder ends with a LayerNorm (maezoo's patchtst); Hugging Face's encoder has none: build "
+                "patchtst_hf")
+    if not hasattr(dec, "pred") or hasattr(dec, "blocks") or model.mask_mode != "replace":
+        _refuse(f"decoder {type(dec).__name__} in {model.mask_mode} mode (PatchTST has one linear head per patch)")
+    blk = enc.blocks[0]
+    if blk.attn.qkv.bias is None:
+        _refuse("attention without biases")
+    d, p, stride = tok.embed_dim, tok.patch_len, tok.stride
+    n = _num_patches(state["tokenizer.pos"], p, stride, context_length)
+    ratio = getattr(model.masking, "ratio", None)
+    return {"architectures": ["PatchTSTForPretraining"], "model_type": "patchtst",
+            "num_input_channels": int(num_channels or tok.n_vars or 1),
+            "context_length": int(context_length or (n - 1) * stride + p),
+            "patch_length": p, "patch_stride": stride, "d_model": d, "num_hidden_layers": len(enc.blocks),
+            "num_attention_heads": blk.attn.num_heads, "ffn_dim": blk.mlp.fc1.out_features,
+            "norm_type": "layernorm", "norm_eps": float(blk.norm1.eps), "pre_norm": True, "share_embedding": True,
+            "channel_attention": False, "use_cls_token": False, "positional_encoding_type": "random",
+            "activation_function": "gelu", "bias": True, "scaling": "std" if tok.revin else None,
+            "attention_dropout": 0.0, "positional_dropout": 0.0, "ff_dropout": 0.0, "dropout": 0.0,
+            "path_dropout": 0.0, "head_dropout": float(dec.drop.p), "do_mask_input": True, "mask_type": "random",
+            "random_mask_ratio": float(ratio if ratio is not None else 0.4), "channel_consistent_masking": False,
+            "loss": "mse"}
+
+
+def _num_patches(pos: Tensor, patch: int, stride: int, context_length: int | None) -> int:
+    if context_length is not None:
+        if context_length < patch:
+            raise HubError(f"context_length {context_length} is shorter than one patch of {patch} steps")
+        return (context_length - patch) // stride + 1
+    used = pos.abs().sum(-1).nonzero()
+    n = int(used.max()) + 1 if used.numel() else 0
+    if n == 0 or n == pos.shape[0]:
+        raise HubError("export to PatchTSTForPretraining needs the context length (the learned position table "
+                       "holds values in every row); pass context_length= (--context-length), the look-back window "
+                       "the model was trained on")
+    return n
+
+
+def maezoo_to_hf(state: dict[str, Tensor], num_patches: int) -> dict[str, Tensor]:
+    """maezoo names -> ``PatchTSTForPretraining`` names (the inverse of :func:`pivot_to_maezoo`)."""
+    out = {PREFIX + "embedder.input_embedding.weight": state["tokenizer.proj.weight"],
+           PREFIX + "embedder.input_embedding.bias": state["tokenizer.proj.bias"],
+           PREFIX + "positional_encoder.position_enc": state["tokenizer.pos"][:num_patches].clone(),
+           "head.linear.weight": state["decoder.pred.weight"], "head.linear.bias": state["decoder.pred.bias"]}
+    for i in range(block_count(state, "encoder.blocks.")):
+        p, q = f"{PREFIX}layers.{i}.", f"encoder.blocks.{i}."
+        for t in ("weight", "bias"):
+            for name, part in zip("qkv", state[f"{q}attn.qkv.{t}"].chunk(3, dim=0), strict=True):
+                out[f"{p}self_attn.{name}_proj.{t}"] = part.clone()
+            for hf, mz in (("self_attn.out_proj", "attn.proj"), ("norm_sublayer1", "norm1"),
+                           ("norm_sublayer3", "norm2"), ("ff.0", "mlp.fc1"), ("ff.3", "mlp.fc2")):
+                out[f"{p}{hf}.{t}"] = state[f"{q}{mz}.{t}"]
+    return out
+
+
+def write_folder(model: Any, state: dict[str, Tensor], dst: Path, context_length: int | None = None,
+                 num_channels: int | None = None) -> Path:
+    """A ``PatchTSTForPretraining.from_pretrained`` folder (``config.json`` + ``model.safetensors``)."""
+    from safetensors.torch import save_file
+
+    cfg = patchtst_arch(model, state, context_length, num_channels)
+    n = (cfg["context_length"] - cfg["patch_length"]) // cfg["patch_stride"] + 1
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(maezoo_to_hf(state, n), str(dst / "model.safetensors"), metadata={"format": "pt"})
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    return dst
 

@@ -7,7 +7,8 @@ has the same encoder and patch embedding (non-overlapping 16 x 16, time-major to
 sin-cos table (checked on import to 1e-4), so the encoder maps exactly. What differs is recorded in ``notes`` and
 docs/zoo.md: the decoder is not in the release (maezoo's shifted-window decoder keeps its initialisation), and the
 filterbank statistics are AudioSet's (``norm_mean``/``norm_std``, the release's ``-4.2677393`` / ``4.5689974``).
-Export writes a timm folder (``config.json`` with ``img_size: [T, F]``, ``in_chans: 1``) for the model's
+The official full pre-training file (facebookresearch/AudioMAE ``models_mae``, ``{"model": ...}`` with ``decoder_*``)
+loads its encoder the same way; its decoder is not mapped (``notes`` and docs/zoo.md say why). Export writes a timm folder (``config.json`` with ``img_size: [T, F]``, ``in_chans: 1``) for the model's
 ``target_frames`` x ``mel_bins``.
 
 Shapes:
@@ -54,7 +55,7 @@ def _size(ckpt: Checkpoint) -> tuple[int, int] | None:
 def matches(ckpt: Checkpoint) -> bool:
     s = ckpt.state
     w = s.get("patch_embed.proj.weight")
-    if getattr(w, "ndim", 0) != 4 or w.shape[1] != 1 or "blocks.0.attn.qkv.weight" not in s or vit.has_decoder(s):
+    if getattr(w, "ndim", 0) != 4 or w.shape[1] != 1 or "blocks.0.attn.qkv.weight" not in s:
         return False
     size, pe = _size(ckpt), s.get("pos_embed")
     rectangular = pe is not None and math.isqrt(int(pe.shape[-2]) - 1) ** 2 != int(pe.shape[-2]) - 1
@@ -64,9 +65,17 @@ def matches(ckpt: Checkpoint) -> bool:
 
 def to_pivot(ckpt: Checkpoint) -> AudioPivot:
     args = (ckpt.config or {}).get("model_args", {})
-    return AudioPivot(state=dict(ckpt.state), path=ckpt.path, num_heads=args.get("num_heads"), grid=_grid(ckpt),
-                      notes=["encoder only (the release has no decoder): the shifted-window decoder keeps its "
-                             "initialisation"])
+    state = dict(ckpt.state)
+    if vit.has_decoder(state):  # the official full pre-training file: its decoder has no maezoo counterpart
+        swin = any(".attn.tau" in k for k in state)
+        state = {k: v for k, v in state.items() if not k.startswith(("decoder_", "mask_token"))}
+        why = ("Swin V2 blocks with scaled cosine attention, a learned temperature tau, a log-spaced continuous "
+               "position-bias MLP and post-norm residual branches, where maezoo's swin_local is a Swin V1 block"
+               if swin else "its global decoder_mode=0 decoder")
+        note = f"the file's decoder is not mapped ({why}): maezoo's decoder keeps its initialisation"
+    else:
+        note = "encoder only (the release has no decoder): the shifted-window decoder keeps its initialisation"
+    return AudioPivot(state=state, path=ckpt.path, num_heads=args.get("num_heads"), grid=_grid(ckpt), notes=[note])
 
 
 def _grid(ckpt: Checkpoint) -> tuple[int, int]:

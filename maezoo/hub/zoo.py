@@ -56,6 +56,20 @@ def _entries() -> list[ZooEntry]:
     rows.append(ZooEntry("gaunernst/vit_base_patch16_1024_128.audiomae_as2m", "timm_audiomae", "audiomae_vit_base",
                          f"{HF}/gaunernst/vit_base_patch16_1024_128.audiomae_as2m",
                          "timm folder; Audio-MAE AudioSet-2M encoder only (decoder initialised), 1024 x 128 fbank"))
+    rows.append(ZooEntry("audiomae_official", "timm_audiomae", "audiomae_vit_base",
+                         "https://github.com/facebookresearch/AudioMAE#checkpoints",
+                         "official pre-training .pth (Google Drive): encoder mapped; its Swin V2 decoder is not"))
+    for name, model, note in (("google-bert/bert-base-uncased", "bert_base", "BertForPreTraining folder (MLM part); vocab.txt"),
+                              ("google-bert/bert-base-cased", "bert_base", "cased; tokenizer.json read as it is"),
+                              ("google/bert_uncased_L-2_H-128_A-2", "bert_tiny", "BERT-Tiny (Turc et al.)")):
+        rows.append(ZooEntry(name, "hf_bert", model, f"{HF}/{name}", note))
+    rows.append(ZooEntry("PatchTSTForPretraining", "hf_patchtst", "patchtst_hf", "https://github.com/huggingface/transformers/tree/main/src/transformers/models/patchtst",
+                         "folders with norm_type=layernorm, pre_norm=True (others refused); export back with --to hf"))
+    rows.append(ZooEntry("convmae_base_official", "convmae_official", "convmae_base",
+                         "https://github.com/Alpha-VL/ConvMAE/blob/main/PRETRAIN.md",
+                         "ConvMAE-Base pre-training checkpoint (Google Drive), encoder + decoder"))
+    rows.append(ZooEntry("graphmae_pyg", "graphmae_official", "graphmae", "https://github.com/THUDM/GraphMAE/tree/pyg",
+                         "checkpoint.pt of main_transductive.py --save_model (GAT) or main_graph.py (GIN)"))
     return rows
 
 
@@ -93,8 +107,8 @@ def download(name: str, root: Path | None = None) -> Path:
     ``huggingface_hub.snapshot_download``), downloaded once into the cache and checksummed."""
     e = find(name)
     if not e.url.startswith(HF) and not e.url.endswith(".pth"):
-        raise HubError(f"{name} has no single download URL (the files are on Google Drive/OneDrive/Baidu); pick one "
-                       f"from {e.url} and pass the downloaded .pth")
+        raise HubError(f"{name} has no single download URL (files on Google Drive/OneDrive/Baidu, or ones you train); "
+                       f"see {e.url} and pass the file or folder")
     if not e.url.endswith(".pth"):
         raise HubError(f"{name} is a Hugging Face repository; fetch it with huggingface_hub.snapshot_download("
                        f"{e.url.removeprefix(HF + '/')!r}) and pass the folder")

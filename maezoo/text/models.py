@@ -23,6 +23,7 @@ Shapes:
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import torch
@@ -60,6 +61,101 @@ HF_BERT_NAMES: dict[str, str] = {
 }
 
 LN_EPS = 1e-12  # BERT's layer_norm_eps
+#: Hugging Face keys a ``BertForMaskedLM`` / ``BertForPreTraining`` file may hold outside the table: the pooler and
+#: next-sentence head (not part of masked language modelling), the position-id buffer, the tied output layer
+HF_BERT_IGNORED = re.compile(r"^(bert\.pooler\.|cls\.seq_relationship\.|bert\.embeddings\.position_ids$|"
+                             r"cls\.predictions\.decoder\.)")
+
+
+def _hf_rules() -> list[tuple[re.Pattern[str], str]]:
+    """:data:`HF_BERT_NAMES` as (regex over Hugging Face names, maezoo template) pairs, q/k/v and [MASK] aside."""
+    rules = []
+    for hf, mz in HF_BERT_NAMES.items():
+        if "{query,key,value}" in hf or "[mask_id]" in hf:
+            continue
+        pat = re.escape(hf).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{w\}", r"(?P<w>weight|bias)")
+        rules.append((re.compile(f"^{pat}$"), mz))
+    return rules
+
+
+def bert_state_from_hf(state: dict[str, Tensor], mask_id: int) -> tuple[dict[str, Tensor], list[str], list[str]]:
+    """A Hugging Face BERT state dict in maezoo's names through :data:`HF_BERT_NAMES`: ``(state, ignored, unknown)``.
+
+    Old ``LayerNorm.gamma``/``beta`` names are read as ``weight``/``bias``; separate query/key/value projections
+    are stacked into ``qkv``; the mask token is the ``[MASK]`` row of the word embeddings; ``ignored``: keys of
+    :data:`HF_BERT_IGNORED`; ``unknown``: keys of neither (the caller refuses them).
+
+    Shapes: ``...query.weight`` ``[D, D]`` x 3 -> ``encoder.blocks.{i}.attn.qkv.weight`` ``[3D, D]``
+    """
+    rules, out, ignored, unknown = _hf_rules(), {}, [], []
+    qkv: dict[str, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        k = re.sub(r"\.LayerNorm\.gamma$", ".LayerNorm.weight", re.sub(r"\.LayerNorm\.beta$", ".LayerNorm.bias", key))
+        m = re.match(r"^bert\.encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$", k)
+        if m:
+            qkv.setdefault(f"encoder.blocks.{m.group(1)}.attn.qkv.{m.group(3)}", {})[m.group(2)] = value
+            continue
+        if HF_BERT_IGNORED.match(k):
+            ignored.append(key)
+            continue
+        name = _rename(rules, k)
+        if name is None:
+            unknown.append(key)
+        else:
+            out[name] = value
+    for k, parts in qkv.items():
+        if set(parts) != {"query", "key", "value"}:
+            unknown.append(f"{k} (only {', '.join(sorted(parts))})")
+            continue
+        out[k] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
+    words = out.get("tokenizer.word_embeddings.weight")
+    if words is not None:
+        out["mask_token"] = words[mask_id].clone()
+    return out, ignored, unknown
+
+
+def _rename(rules: list[tuple[re.Pattern[str], str]], key: str) -> str | None:
+    for pat, template in rules:
+        m = pat.match(key)
+        if m:
+            return template.format(**m.groupdict())
+    return None
+
+
+def bert_state_to_hf(state: dict[str, Tensor], mask_id: int) -> dict[str, Tensor]:
+    """A maezoo BERT state dict in Hugging Face's ``BertForMaskedLM`` names (the inverse of
+    :func:`bert_state_from_hf`); the mask token is written into the ``[MASK]`` row of the word embeddings, since
+    ``BertForMaskedLM`` embeds a hidden piece as that row.
+
+    Shapes: ``encoder.blocks.{i}.attn.qkv.weight`` ``[3D, D]`` -> query/key/value ``[D, D]`` each
+    """
+    inverse = []
+    for hf, mz in HF_BERT_NAMES.items():
+        if "[mask_id]" in hf:
+            continue
+        pat = re.escape(mz).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{w\}", r"(?P<w>weight|bias)")
+        inverse.append((re.compile(f"^{pat}$"), hf))
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key in ("mask_token", "tokenizer.continuation"):
+            continue
+        for pat, hf in inverse:
+            m = pat.match(key)
+            if m is None:
+                continue
+            if "{query,key,value}" in hf:
+                for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
+                    out[hf.replace("{query,key,value}", name).format(**m.groupdict())] = part.clone()
+            else:
+                out[hf.format(**m.groupdict())] = value
+            break
+        else:
+            raise ValueError(f"{key} is not a BERT parameter in HF_BERT_NAMES; only a model built by "
+                             "maezoo.text.models.bert exports to BertForMaskedLM")
+    words = out["bert.embeddings.word_embeddings.weight"].clone()
+    words[mask_id] = state["mask_token"]
+    out["bert.embeddings.word_embeddings.weight"] = words
+    return out
 
 
 def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -269,8 +365,12 @@ def bert_base(**kwargs: Any) -> MaskedAutoencoder:
     return bert(**kwargs)
 
 
+#: the Hugging Face ``BertForMaskedLM`` loader, reached through the registry by maezoo.hub (which imports no modality)
+bert.from_hf = bert_state_from_hf  # type: ignore[attr-defined]
+bert.to_hf = bert_state_to_hf  # type: ignore[attr-defined]
 for _b in (bert_tiny, bert_mini, bert_small, bert_base):
     _b.run_files = bert.run_files  # type: ignore[attr-defined]
+    _b.from_hf, _b.to_hf = bert.from_hf, bert.to_hf  # type: ignore[attr-defined]
 
-__all__ = ["HF_BERT_NAMES", "BertEncoder", "BertLMHead", "BertLayer", "bert", "bert_base", "bert_mini", "bert_small",
-           "bert_tiny"]
+__all__ = ["HF_BERT_IGNORED", "HF_BERT_NAMES", "BertEncoder", "BertLMHead", "BertLayer", "bert", "bert_base", "bert_mini", "bert_small",
+           "bert_state_from_hf", "bert_state_to_hf", "bert_tiny"]

@@ -212,3 +212,48 @@ def hf_patchtst_features(hf, x: Tensor) -> Tensor:
     finally:
         hf.model.masking.random_mask_ratio = ratio
     return h.flatten(0, 1)
+
+
+BERT = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+#: a word-piece vocabulary of 64 pieces in maezoo's trained layout (special tokens 0-4), for the BERT peer
+BERT_PIECES = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz",
+               *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"), "the", "and", "of", "to", "in", "is", "it"]
+
+
+def hf_bert(**overrides):
+    """``BertForMaskedLM`` (random weights, biases and LayerNorms perturbed) with 64 pieces, 2 x 32, 40 positions."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(**{**BERT, **overrides})).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def write_bert_vocab(folder) -> None:
+    """``vocab.txt`` of :data:`BERT_PIECES` beside a saved peer."""
+    (folder / "vocab.txt").write_text("".join(f"{p}\n" for p in BERT_PIECES))
+
+
+def bert_ids(lengths: list[int], n: int, vocab: int = 64, seed: int = 1) -> Tensor:
+    """``[CLS] pieces [SEP] [PAD]...`` rows in the trained layout (special ids 0-4), ``[B, n]``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(5, vocab, (len(lengths), n), generator=g)
+    for i, length in enumerate(lengths):
+        x[i, 0], x[i, length - 1] = 2, 3
+        x[i, length:] = 0
+    return x
+
+
+def hf_bert_run(hf, x: Tensor, hidden: Tensor, mask_id: int, pad_id: int = 0):
+    """``BertForMaskedLM`` on ``x`` with the pieces after ``[CLS]`` where ``hidden`` ``[B, L - 1]`` is set replaced by
+    ``[MASK]`` and labelled: ``(last hidden state [B, L, D] of the unmasked ids, output with logits and loss)``."""
+    attn = (x != pad_id).long()
+    feats = hf.bert(input_ids=x, attention_mask=attn).last_hidden_state
+    inp, labels = x.clone(), torch.full_like(x, -100)
+    inp[:, 1:][hidden] = mask_id
+    labels[:, 1:][hidden] = x[:, 1:][hidden]
+    return feats, hf(input_ids=inp, attention_mask=attn, labels=labels)

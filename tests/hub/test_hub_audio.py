@@ -88,3 +88,22 @@ def test_learned_positions_are_refused(tmp_path):
     folder = _timm_folder(peer, tmp_path / "ft", (64, 32))
     with pytest.raises(HubError, match=r"ft.*pos_embed is not the fixed 2-D sin-cos table of the \(8, 4\) grid"):
         import_checkpoint(folder)
+
+
+def test_official_full_pretraining_file_loads_its_encoder(tmp_path):
+    """facebookresearch/AudioMAE's pre-training checkpoint: the encoder maps exactly; the Swin V2 decoder (scaled
+    cosine attention, tau, continuous position-bias MLP) has no maezoo counterpart and is left out, with a note."""
+    peer = timm_audiomae(frames=64, mel_bins=128, patch=16)  # a (4, 8) grid of Audio-MAE's 128 mel bins
+    d = 32
+    decoder = {"decoder_embed.weight": torch.randn(d, 64), "decoder_embed.bias": torch.zeros(d),
+               "mask_token": torch.zeros(1, 1, d), "decoder_pos_embed": torch.zeros(1, 33, d),
+               "decoder_blocks.0.attn.qkv.weight": torch.randn(3 * d, d), "decoder_blocks.0.attn.tau": torch.ones(4),
+               "decoder_blocks.0.attn.meta_mlp.fc1.weight": torch.randn(384, 2),
+               "decoder_norm.weight": torch.ones(d), "decoder_pred.weight": torch.randn(64, d)}
+    torch.save({"model": {**peer.state_dict(), **decoder}}, tmp_path / "pretrained.pth")
+    imp = import_checkpoint(tmp_path / "pretrained.pth", num_heads=4)
+    assert imp.family == "timm_audiomae" and any("not mapped (Swin V2" in n for n in imp.notes)
+    model, _ = load_pretrained(tmp_path / "pretrained.pth", num_heads=4)
+    x = _fbank(64, 128)
+    with torch.no_grad():
+        assert (_features(model.eval(), x) - peer.forward_features(x.unsqueeze(1))).abs().max() < TOL

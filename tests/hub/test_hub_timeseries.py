@@ -3,6 +3,8 @@ peer built from its own config with random weights, same series and same patch m
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from hub_peers import hf_patchtst, hf_patchtst_features, hf_patchtst_run
@@ -56,3 +58,55 @@ def test_configurations_without_a_maezoo_counterpart_are_refused(tmp_path, setti
     hf_patchtst(**setting).save_pretrained(tmp_path / "hf")
     with pytest.raises(HubError, match=rf"hf/model\.safetensors: a PatchTST with {message}.*corresponds to norm_type='layernorm'"):
         import_checkpoint(tmp_path / "hf")
+
+
+def test_export_to_patchtst_for_pretraining_and_round_trip(tmp_path):
+    from transformers import PatchTSTForPretraining
+
+    hf = hf_patchtst()
+    hf.save_pretrained(tmp_path / "hf")
+    model, spec = load_pretrained(tmp_path / "hf")
+    export(model, tmp_path / "short", to="hf")  # without it: the shortest window the imported position rows cover
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["context_length"] == 64
+    export(model, tmp_path / "out", to="hf", context_length=68, num_channels=3)  # HF takes exactly these
+    back = PatchTSTForPretraining.from_pretrained(tmp_path / "out").eval()
+    assert back.config.context_length == 68 and back.config.random_mask_ratio == 0.4
+    assert max(compare(model.eval(), back, _series())) < TOL
+    again, _ = load_pretrained(tmp_path / "out")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items())
+
+
+def test_maezoo_patchtst_hf_exports_with_the_context_length(tmp_path):
+    """A maezoo-trained patchtst_hf: features and every unhidden patch agree; hidden patches agree once the fixed zero
+    token equals the embedding's bias (PatchTST's zero fill), which the export cannot change."""
+    from transformers import PatchTSTForPretraining
+
+    torch.manual_seed(0)
+    model = maezoo.create_model("patchtst_hf", patch_len=8, stride=8, embed_dim=32, depth=2, num_heads=4).eval()
+    with pytest.raises(HubError, match="needs the context length"):
+        export(model, tmp_path / "x", to="hf")
+    export(model, tmp_path / "out", to="hf", context_length=68, num_channels=3)
+    back = PatchTSTForPretraining.from_pretrained(tmp_path / "out").eval()
+    feat, recon, _ = compare(model, back, _series())
+    assert feat < TOL and recon > TOL
+    with torch.no_grad():
+        model.mask_token.copy_(model.tokenizer.proj.bias)
+    assert max(compare(model, back, _series())) < TOL
+
+
+@pytest.mark.parametrize(("name", "kwargs", "message"), [
+    ("patchtst", {}, "the encoder ends with a LayerNorm"), ("patchtst_hf", {"pos_embed": "sincos"}, "sin-cos positions"),
+    ("patchtst_hf", {"remainder": "pad"}, "remainder='pad'")])
+def test_settings_without_a_patchtst_counterpart_are_not_exported(tmp_path, name, kwargs, message):
+    model = maezoo.create_model(name, patch_len=8, embed_dim=32, depth=1, num_heads=4, **kwargs)
+    with pytest.raises(HubError, match=f"export to PatchTSTForPretraining: {message}"):
+        export(model, tmp_path / "x", to="hf", context_length=64)
+
+
+def test_no_scaler_loads_without_revin(tmp_path):
+    hf = hf_patchtst(scaling=None)
+    hf.save_pretrained(tmp_path / "hf")
+    model, spec = load_pretrained(tmp_path / "hf")
+    assert spec["kwargs"]["revin"] is False and max(compare(model.eval(), hf, _series())) < TOL
+    export(model, tmp_path / "out", to="hf", context_length=68, num_channels=3)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["scaling"] is None
