@@ -4,15 +4,14 @@ JSON, CSV) with their bad inputs."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import random
-import tarfile
 from pathlib import Path
 
 import pytest
 import torch
+from caption_shards import _jpeg, _pair, _tar
 
 import maezoo
 from maezoo.data.robust import RobustDataset
@@ -80,32 +79,6 @@ def test_cifar10_captions_rejects_bad_arguments():
 
 
 # ---------------------------------------------------------------- WebDataset shards (img2dataset layout)
-def _jpeg(value: int, size: int = 8) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), (value % 256, 40, 90)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def _tar(path: Path, samples: list[dict[str, bytes]]) -> Path:
-    """A shard as img2dataset writes it: ``<key>.<ext>`` members, a sample's files next to each other."""
-    with tarfile.open(path, "w") as tf:
-        for s in samples:
-            for ext, data in s.items():
-                if ext == "__key__":
-                    continue
-                info = tarfile.TarInfo(f"{s['__key__']}.{ext}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-    return path
-
-
-def _pair(i: int) -> dict[str, bytes]:
-    return {"__key__": f"{i:09d}", "jpg": _jpeg(i), "txt": f"a photo of item {i % 5} in a box".encode(),
-            "json": json.dumps({"key": f"{i:09d}", "status": "success"}).encode(), "cls": str(i).encode()}
-
-
 def test_caption_shards_two_ranks_two_workers_no_duplicates_no_losses(tmp_path, monkeypatch):
     monkeypatch.setenv("MAEZOO_DATA", str(tmp_path / "data"))
     folder = tmp_path / "c3m"
