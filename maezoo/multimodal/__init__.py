@@ -5,7 +5,7 @@ Importing this package registers the ``m3ae*`` builders and the ``cifar10_captio
 ``text`` tokenizers, ``cifar10`` images, the ``wordpiece`` vocabulary), never by importing them.
 """
 
-from maezoo.multimodal import data, models, pairs  # noqa: F401  (registers the datasets and builders)
+from maezoo.multimodal import data, models, pairs, visualize  # noqa: F401  (registers the datasets, builders and figure)
 from maezoo.multimodal.models import m3ae, m3ae_cifar, m3ae_vit_base, m3ae_vit_large
 
 __all__ = ["m3ae", "m3ae_cifar", "m3ae_vit_base", "m3ae_vit_large"]
