@@ -212,8 +212,9 @@ def cmd_visualize(target: str, out: str | None, num: int, seed: int) -> int:
     variant = next((v for v in loaded.variants if v.label and v.label in rel), loaded.variants[0])
     data = variant.cfg.data
     ds = maezoo.build("dataset", data.name, **{**data.args, "split": "test", "transform": "eval"})
-    tok = maezoo.registry.name_of("tokenizer", type(model.tokenizer))
-    viz = maezoo.get("visualizer", tok or "?")
+    from maezoo.figures import visualizer_key
+
+    viz = maezoo.get("visualizer", visualizer_key(model) or "?")
     if not getattr(viz, "whole_dataset", False):
         from maezoo.data.sampling import spread_over_classes
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 #: the column names of a reconstruction figure, left to right
 RECONSTRUCTION_COLUMNS = ("masked input", "reconstruction", "original")
@@ -56,3 +57,15 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def visualizer_key(model: Any) -> str | None:
+    """The registered visualizer for ``model``'s figure: the one its tokenizer names (``tokenizer.visualizer``,
+    e.g. an M3AE model's ``"image+text"``), else its tokenizer's registered name, else the tokenizer's modality."""
+    from maezoo.registry import name_of
+
+    tok = getattr(model, "tokenizer", None)
+    named = getattr(tok, "visualizer", None)
+    if isinstance(named, str) and named:
+        return named
+    return name_of("tokenizer", type(tok)) or getattr(tok, "modality", None)

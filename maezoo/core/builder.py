@@ -170,7 +170,7 @@ DEFAULT_MODALITIES: dict[str, dict[str, Any]] = {
 
 @register("model", "multimae")
 def multimae(
-    modalities: dict[str, dict[str, Any]] | None = None,
+    modalities: dict[str, dict[str, Any]] | list[str] | None = None,
     embed_dim: Size = 768,
     depth: Size = 12,
     num_heads: Annotated[Size, Divides("embed_dim")] = 12,
@@ -188,7 +188,8 @@ def multimae(
     Args:
         modalities: ``{name: {"tokenizer": registered name, "args": {...}, "target": "norm", "loss": "mse",
             "weight": 1.0}}`` in the order their tokens are concatenated; ``embed_dim`` is passed to each tokenizer.
-            Default: image (224², patch 16) + text (word-piece ids, target ids, cross-entropy, weight 0.5).
+            A list of registered tokenizer names (``["image", "audio"]``) takes each one's defaults. Default: image
+            (224², patch 16) + text (word-piece ids, target ids, cross-entropy, weight 0.5).
         decoder: ``"shared"`` (M3AE: one transformer over all modalities) or ``"per_modality"`` (MultiMAE:
             cross-attention to the encoder, then ``decoder_depth`` blocks per modality).
         masking: ``"per_modality"`` (``masking_args``: ``ratio``, ``ratios``, ``strategies``) or
@@ -217,6 +218,10 @@ def multimae(
 
 
 def _modality_specs(modalities: Any) -> dict[str, dict[str, Any]]:
+    """``{name: spec}`` checked; a list of registered tokenizer names gives each its default spec (image and text as
+    in :data:`DEFAULT_MODALITIES`, any other ``{"tokenizer": name}``)."""
+    if isinstance(modalities, list | tuple) and all(isinstance(m, str) for m in modalities):
+        modalities = {m: DEFAULT_MODALITIES.get(m, {"tokenizer": m}) for m in modalities}
     if not isinstance(modalities, dict) or not modalities:
         raise ValueError("modalities must be a non-empty {name: {tokenizer: ..., args: {...}}} mapping, got "
                          f"{modalities!r}")

@@ -68,12 +68,14 @@ def m3ae(
                   "target": "norm" if norm_pix_loss else "raw", "loss": "mse", "weight": 1.0},
         "text": {"tokenizer": "text", "args": text_args, "target": "raw", "loss": "ce", "weight": text_weight},
     }
-    return multimae(
+    model = multimae(
         {m: spec[m] for m in mods}, embed_dim=embed_dim, depth=depth, num_heads=num_heads, drop_path=drop_path,
         decoder="shared", decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads,
         masking="per_modality",
         masking_args={"ratios": {"image": image_mask_ratio, "text": text_mask_ratio},
                       "strategies": {"text": text_masking}})
+    model.tokenizer.visualizer = "image+text"  # the M3AE figure (maezoo/multimodal/visualize.py), image-only too
+    return model
 
 
 #: files written beside a run's weights and read back for these builder arguments (maezoo.engine.checkpoint)

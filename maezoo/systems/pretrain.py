@@ -36,6 +36,7 @@ from maezoo.eval.heldout import HeldoutMonitor
 from maezoo.eval.knn import KNNMonitor
 from maezoo.eval.metrics import higher_is_better
 from maezoo.eval.protocols import EvalData, ProtocolEnv, protocol_sections, subset
+from maezoo.figures import visualizer_key
 from maezoo.registry import build, check_kwargs, get, name_of, register
 from maezoo.results import Result
 from maezoo.runtime import resolve_device, resolve_precision, resolve_threads, set_threads
@@ -352,8 +353,7 @@ class PretrainSystem:
         return {**summary, "wall_time_s": s.total_wall_time_s}
 
     def _visualize(self, model: nn.Module, cfg: RecipeConfig, path: Path) -> Path | None:
-        tok = getattr(model, "tokenizer", None)  # a joint tokenizer (several modalities) is known by its modalities
-        tok_name = name_of("tokenizer", type(tok)) or getattr(tok, "modality", None)
+        tok_name = visualizer_key(model)
         try:
             viz = get("visualizer", tok_name or "")
         except KeyError:
