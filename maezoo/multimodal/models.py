@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from maezoo.core.builder import multimae
 from maezoo.core.presets import preset
-from maezoo.core.types import Divides, Rate, Ratio, Size
+from maezoo.core.types import Divides, NonNegative, Rate, Ratio, Size
 from maezoo.registry import register
 
 Modality = Literal["image", "text"]
@@ -43,7 +43,7 @@ def m3ae(
     image_mask_ratio: Ratio = 0.75,
     text_mask_ratio: Ratio = 0.75,
     text_masking: Literal["random", "whole_word"] = "random",
-    text_weight: float = 0.5,
+    text_weight: NonNegative = 0.5,
     norm_pix_loss: bool = True,
 ) -> Any:
     """M3AE (module docstring).
