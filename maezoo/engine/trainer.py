@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 from maezoo.config import ConfigError, option
 from maezoo.data.robust import RobustDataset, collate_counted
 from maezoo.engine import checkpoint as ckpt
-from maezoo.engine import fsdp
+from maezoo.engine import fsdp, meta_init
 from maezoo.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, wrap_model
 from maezoo.engine.logging import MetricsLogger, Progress, update_env
 from maezoo.engine.sample_seeding import global_batch_mask
@@ -99,6 +99,9 @@ class TrainerConfig:
     distributed: Literal["ddp", "fsdp"] = "ddp"
     #: with ``fsdp``: recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
     activation_checkpointing: bool = False
+    #: build the model on the meta device, shard it (``fsdp``), then fill each rank's shards with the values the
+    #: normal build gives at the run's seed (:mod:`maezoo.engine.meta_init`): no rank ever holds the full model
+    meta_init: bool = False
     #: reshuffle the pre-training set every epoch (else keep its order)
     shuffle: bool = True
     #: drop the last incomplete batch of each epoch
@@ -356,7 +359,7 @@ class Trainer:
         return self.device
 
     def _probe(self, model: nn.Module, dataset: Dataset, input_fn: Callable[[Any], Any]) -> Callable[[], None] | None:
-        if self.cfg.threads != "auto" or self.device.type != "cpu":
+        if self.cfg.threads != "auto" or self.device.type != "cpu" or meta_init.is_meta(model):
             return None
         n = min(self.cfg.batch_size, len(dataset))  # type: ignore[arg-type]
         collate = getattr(dataset, "collate_fn", None)
@@ -423,10 +426,13 @@ class Trainer:
         info = init_distributed(device)
         if info.is_main:
             ckpt.remove_temporaries(run_dir)
-        model = model.to(device)
         sharded = cfg.distributed == "fsdp" and info.enabled
+        record = self._meta(model, build_spec) if cfg.meta_init or meta_init.is_meta(model) else None
+        model = model if record is not None else model.to(device)
         if sharded:  # before the optimizer, which must hold the sharded parameters
             model = fsdp.shard_model(model, self.precision, cfg.activation_checkpointing)
+        if record is not None:  # every rank fills its own shards (the whole model without fsdp)
+            meta_init.materialize(model, device, record)
         eff_batch = cfg.batch_size * cfg.accum_steps * info.world_size
         stream = getattr(dataset, "batches_per_epoch", None)
         total, steps_per_epoch, warmup = self.plan(  # type: ignore[arg-type]
@@ -442,6 +448,20 @@ class Trainer:
                     peak_lr=peak_lr, eff_batch=eff_batch, input_fn=input_fn, callbacks=callbacks, lr=peak_lr,
                     after_step=getattr(model, "after_optimizer_step", None), sharded=sharded,
                     stream=stream is not None)
+
+    def _meta(self, model: nn.Module, build_spec: dict[str, Any]) -> meta_init.Record:
+        """The recorded build of ``model`` with ``model`` on the meta device: its own record when it was built by
+        :func:`~maezoo.engine.meta_init.build_on_meta`, else ``build_spec`` built on meta at the run's seed (what
+        ``maezoo run`` builds) and ``model``'s tensors released."""
+        record = meta_init.record_of(model)
+        if record is not None:
+            return record
+        from maezoo.registry import build
+
+        twin = meta_init.build_on_meta(lambda: build("model", build_spec["name"], **build_spec.get("kwargs", {})),
+                                       seed=self.seed)
+        model.to("meta")
+        return meta_init.record_of(twin)  # type: ignore[return-value]
 
     def _restore(self, run: _Run) -> None:
         """Weights, optimiser, scaler, RNG, counters and thread count from the newest readable checkpoint."""
