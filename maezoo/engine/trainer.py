@@ -33,6 +33,7 @@ called after every update (EMA teachers).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import random
@@ -297,6 +298,8 @@ class _Run:
     sharded: bool = False
     #: the dataset is a stream of shards (``maezoo.data.shards``): its loader slots fix the sample order
     stream: bool = False
+    #: checkpoints through DCP (``trainer.distributed: fsdp``, on one process too): resumable on another rank count
+    dcp: bool = False
 
 
 class Trainer:
@@ -405,7 +408,7 @@ class Trainer:
         logging, header), then per step :meth:`_step`, :meth:`_log`, callbacks and :meth:`_save`, and finally
         the weights and the summary.
         """
-        run = self._setup(model, dataset, Path(run_dir), build_spec, input_fn, callbacks or [])
+        run = self._setup(model, dataset, Path(run_dir), build_spec, input_fn, callbacks or [], resume)
         if resume:
             self._restore(run)
         self._start(run, resume)
@@ -419,11 +422,13 @@ class Trainer:
         return self._summary(run, wall)
 
     def _setup(self, model: nn.Module, dataset: Dataset, run_dir: Path, build_spec: dict[str, Any],
-               input_fn: Callable[[Any], Any], callbacks: list[Callback]) -> _Run:
+               input_fn: Callable[[Any], Any], callbacks: list[Callback], resume: bool = False) -> _Run:
         """Device, precision and threads; DDP; the plan of the run; the optimiser and its step helper."""
-        cfg = self.cfg
         device = self.configure(model, dataset, input_fn)
         info = init_distributed(device)
+        if resume:
+            self._rescale_batch(run_dir, info)
+        cfg = self.cfg
         if info.is_main:
             ckpt.remove_temporaries(run_dir)
         sharded = cfg.distributed == "fsdp" and info.enabled
@@ -447,7 +452,7 @@ class Trainer:
                     device=device, stepper=stepper, total=total, steps_per_epoch=steps_per_epoch, warmup=warmup,
                     peak_lr=peak_lr, eff_batch=eff_batch, input_fn=input_fn, callbacks=callbacks, lr=peak_lr,
                     after_step=getattr(model, "after_optimizer_step", None), sharded=sharded,
-                    stream=stream is not None)
+                    stream=stream is not None, dcp=cfg.distributed == "fsdp")
 
     def _meta(self, model: nn.Module, build_spec: dict[str, Any]) -> meta_init.Record:
         """The recorded build of ``model`` with ``model`` on the meta device: its own record when it was built by
@@ -463,23 +468,47 @@ class Trainer:
         model.to("meta")
         return meta_init.record_of(twin)  # type: ignore[return-value]
 
+    def _rescale_batch(self, run_dir: Path, info: DistInfo) -> None:
+        """Resuming a DCP checkpoint (``fsdp``) on another number of ranks: the per-rank batch that keeps the saved
+        effective batch (so the run continues with the same global batches, learning rate and schedule)."""
+        latest = ckpt.latest_checkpoint(run_dir)
+        state = ckpt.load_state(latest) if latest is not None else {}
+        world, eff = int(state.get("world_size", info.world_size)), int(state.get("effective_batch", 0))
+        cfg = self.cfg
+        if not state.get("dcp") or world == info.world_size or cfg.batch_size * cfg.accum_steps * info.world_size == eff:
+            return
+        per_rank, rest = divmod(eff, cfg.accum_steps * info.world_size)
+        if rest or per_rank < 1:
+            raise ConfigError(f"{latest}: its effective batch of {eff} does not split over {info.world_size} process(es) "
+                              f"x trainer.accum_steps={cfg.accum_steps}; resume on a number of processes that divides it")
+        if info.is_main:
+            print(f"resuming a {world}-process checkpoint on {info.world_size}: trainer.batch_size {cfg.batch_size} -> "
+                  f"{per_rank} per process keeps the effective batch of {eff}", flush=True)
+        self.cfg = dataclasses.replace(cfg, batch_size=per_rank)
+
     def _restore(self, run: _Run) -> None:
         """Weights, optimiser, scaler, RNG, counters and thread count from the newest readable checkpoint."""
         cfg, info = self.cfg, run.info
-        if run.sharded:
-            latest = ckpt.latest_checkpoint(run.run_dir)
-            if latest is None:
-                raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {run.run_dir / ckpt.CKPT_DIR}")
-            state = ckpt.load_state(latest)
+        latest = ckpt.latest_checkpoint(run.run_dir) if run.dcp else None
+        if run.dcp and latest is None:
+            raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {run.run_dir / ckpt.CKPT_DIR}")
+        state = ckpt.load_state(latest) if latest is not None else {}
+        if state.get("dcp"):  # sharded model and optimizer, re-sharded by DCP to this run's ranks
             fsdp.load_dcp(run.run_dir, state["dcp"], run.model, run.stepper.optimizer)
+        elif run.sharded:
+            raise ConfigError(f"{latest or run.run_dir} holds no DCP checkpoint (written without trainer.distributed="
+                              "fsdp); resume it with the settings it was written with")
         else:
             latest, state = ckpt.load_latest_valid(run.run_dir, run.model)
         saved = (int(state.get("world_size", info.world_size)), int(state.get("effective_batch", run.eff_batch)))
-        if saved != (info.world_size, run.eff_batch):
+        other_world = saved[0] != info.world_size
+        if saved[1] != run.eff_batch or other_world and (not state.get("dcp") or run.stream):
+            why = ("a stream's sample order depends on the number of ranks" if run.stream and state.get("dcp")
+                   else "only DCP checkpoints (trainer.distributed=fsdp) re-shard to another number of processes")
             raise ConfigError(
                 f"{latest} was written by {saved[0]} process(es) with an effective batch of {saved[1]}; this "
-                f"resume has {info.world_size} and {run.eff_batch}. Resume with the same number of processes and "
-                "trainer.batch_size/accum_steps, or start a new run"
+                f"resume has {info.world_size} and {run.eff_batch} ({why}). Resume with the same number of processes "
+                "and trainer.batch_size/accum_steps, or start a new run"
             )
         slots = max(1, cfg.num_workers)
         if run.stream and int(state.get("data_slots", slots)) != slots:
@@ -491,7 +520,7 @@ class Trainer:
             # then match an uninterrupted run bit for bit
             self.threads = int(state["threads"])
             set_threads(self.threads)
-        if not run.sharded:  # DCP restored the sharded optimiser state above
+        if not state.get("dcp"):  # DCP restored the (sharded) optimiser state above
             run.stepper.optimizer.load_state_dict(state["optimizer"])
         run.stepper.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
@@ -633,12 +662,13 @@ class Trainer:
             torch.distributed.all_gather_object(gathered, rngs[0])
             rngs = gathered
         weights: Any = run.model
-        extra: dict[str, Any] = {"optimizer": run.stepper.optimizer.state_dict()} if not run.sharded else {}
-        if run.sharded:  # every rank writes its shards (DCP); rank 0 also keeps the full weights
+        extra: dict[str, Any] = {"optimizer": run.stepper.optimizer.state_dict()} if not run.dcp else {}
+        if run.dcp:  # every rank writes its shards (DCP; one process too, so it resumes on more); full weights beside
             keep = self.cfg.keep_last - 1
             kept = {int(p.name.split("_")[1]) for p in ckpt.complete_checkpoints(run.run_dir)[: max(0, keep)]}
             extra = {"optimizer": {}, "dcp": fsdp.save_dcp(run.run_dir, run.step, run.model, run.stepper.optimizer, kept)}
-            weights = fsdp.FullWeights(fsdp.full_state(run.model))
+            if run.sharded:
+                weights = fsdp.FullWeights(fsdp.full_state(run.model))
         if info.is_main:
             wall = run.prior_wall + time.perf_counter() - run.t_start
             state = {"step": run.step, **extra, "scaler": run.stepper.scaler.state_dict(), "rng": rngs,
