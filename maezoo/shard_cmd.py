@@ -1,8 +1,11 @@
 """``maezoo shard SRC DST``: write WebDataset shards (and their ``shards.json`` index) from a registered dataset.
 
 ``SRC`` is a registered dataset name (``maezoo list`` shows them); ``--arg key=value`` passes builder arguments
-(``--split``, ``--transform`` as for recipes). A folder dataset's files are copied as they are (its augmentation
-then runs at read time); other datasets are written as their samples (``.npy`` tensors, ``.cls`` labels).
+(``--split``, ``--transform`` as for recipes). A folder dataset's files are copied as they are (``image_folder``,
+``cifar10``: images; ``video``: clips; ``audio_folder``, ``fsdd``: audio clips; ``text_lines``, ``text_jsonl``,
+``wordnet``: ``.txt`` texts and the vocabulary) and ``shards.json`` records how to decode them
+(:mod:`maezoo.data.decoders`: the dataset's own augmentation then runs at read time); other datasets are written
+as their samples (``.npy`` tensors, ``.cls`` labels).
 
 Registration in ``maezoo/cli.py``::
 
@@ -40,6 +43,16 @@ def _parse_args(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _resolved(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The builder's arguments with its defaults filled in (e.g. ``image_size``, which the index records)."""
+    import inspect
+
+    from maezoo.registry import get
+
+    params = inspect.signature(get("dataset", name)).parameters
+    return {**{k: p.default for k, p in params.items() if p.default is not p.empty}, **kwargs}
+
+
 def main(args: argparse.Namespace) -> int:
     import maezoo  # noqa: F401  (registers the datasets)
     from maezoo.data.shards import write_shards
@@ -50,6 +63,6 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"maezoo shard: unknown dataset {args.src!r}; registered: {', '.join(sorted(known))}")
     kwargs = {"split": args.split, "transform": args.transform, **_parse_args(args.arg)}
     dataset = build("dataset", args.src, **kwargs)
-    index = write_shards(dataset, Path(args.dst), maxcount=args.maxcount)
+    index = write_shards(dataset, Path(args.dst), maxcount=args.maxcount, builder_kwargs=_resolved(args.src, kwargs))
     print(f"wrote {index} ({len(dataset)} samples)")  # type: ignore[arg-type]
     return 0

@@ -31,6 +31,7 @@ import functools
 import io
 import json
 import random
+import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,39 +74,60 @@ def encode_sample(sample: Any) -> dict[str, Any]:
 
 
 def raw_files(dataset: Any) -> list[tuple[str, int]] | None:
-    """``(path, label)`` pairs of a folder dataset (an ImageFolder's ``samples``, also behind ``inner``/``dataset``
-    wrappers), so shards keep the original encoded files and augmentation still runs at read time."""
+    """``(path, label)`` pairs of a folder dataset, so shards keep the original encoded files and augmentation still
+    runs at read time: an ImageFolder's ``samples`` (also behind ``inner``/``dataset`` wrappers), a video dataset's
+    ``items`` (each with ``path``, ``label`` and a zero ``offset``) or an audio dataset's ``clips`` (``path``,
+    ``label``; a multi-label clip keeps its first label, as the dataset's ``targets`` do)."""
     for _ in range(4):
         samples = getattr(dataset, "samples", None)
-        if isinstance(samples, list) and samples and isinstance(samples[0], tuple) and isinstance(samples[0][0], str):
-            return samples
+        if isinstance(samples, list) and samples and isinstance(samples[0], tuple) and \
+                isinstance(samples[0][0], str | Path):
+            return [(str(p), int(y)) for p, y in samples]
+        for attr in ("items", "clips"):
+            entries = getattr(dataset, attr, None)
+            if isinstance(entries, list) and entries and all(hasattr(e, "path") and hasattr(e, "label") and
+                                                             not getattr(e, "offset", 0) for e in entries):
+                return [(str(e.path), int(e.label if isinstance(e.label, int) else e.label[0])) for e in entries]
         dataset = getattr(dataset, "inner", None) or getattr(dataset, "dataset", None)
         if dataset is None:
             return None
     return None
 
 
-def write_shards(dataset: Any, dst: str | Path, maxcount: int = 1000, prefix: str = "shard") -> Path:
+def write_shards(dataset: Any, dst: str | Path, maxcount: int = 1000, prefix: str = "shard",
+                 builder_kwargs: dict[str, Any] | None = None) -> Path:
     """Write every sample of a map-style ``dataset`` into tar shards of at most ``maxcount`` samples under ``dst``,
-    plus the index ``shards.json``. Raw files are copied when the dataset exposes them (:func:`raw_files`)."""
+    plus the index ``shards.json``. Raw files are copied when the dataset exposes them (:func:`raw_files`), a text
+    dataset's texts as ``.txt`` with its vocabulary beside the shards; the index then records how to decode them
+    (:func:`maezoo.data.decoders.decode_spec`; ``builder_kwargs``: the arguments the dataset was built with)."""
     import webdataset as wds
+
+    from maezoo.data.decoders import VOCAB_FILE, decode_spec
 
     if maxcount < 1:
         raise ValueError(f"maxcount must be >= 1, got {maxcount}")
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     files = raw_files(dataset)
-    n = len(files) if files is not None else len(dataset)
+    spec = decode_spec(dataset, dict(builder_kwargs or {}), files)
+    text = spec is not None and spec["kind"] == "text"
+    n = len(files) if files is not None and not text else len(dataset)
     counts: list[int] = []
     with wds.ShardWriter(str(dst / f"{prefix}-%06d.tar"), maxcount=maxcount, verbose=0) as sink:
         for i in range(n):
-            fields = encode_sample(files[i] if files is not None else dataset[i])
+            if text:
+                fields = {"txt": dataset.text(i).encode(), "cls": str(int(dataset.labels[i])).encode()}
+            else:
+                fields = encode_sample(files[i] if files is not None else dataset[i])
             sink.write({"__key__": f"{i:09d}", **fields})
             if i % maxcount == 0:
                 counts.append(0)
             counts[-1] += 1
+    if text:
+        shutil.copyfile(dataset.model_kwargs["vocab_file"], dst / VOCAB_FILE)
     index = {"format": "maezoo-shards/1", "samples": n,
-             "shards": [{"name": f"{prefix}-{s:06d}.tar", "count": c} for s, c in enumerate(counts)]}
+             "shards": [{"name": f"{prefix}-{s:06d}.tar", "count": c} for s, c in enumerate(counts)],
+             "decode": spec or {"kind": "tensor", "args": {}}}
     (dst / INDEX).write_text(json.dumps(index, indent=1) + "\n")
     return dst / INDEX
 
@@ -154,6 +176,16 @@ class Shard:
 
 def read_index(source: str | Path) -> list[Shard]:
     """The shards of a shard set: ``source`` is the folder/URL prefix holding ``shards.json`` or the index itself."""
+    return _index(source)[0]
+
+
+def read_decode_spec(source: str | Path) -> dict[str, Any]:
+    """How the index says its samples decode: ``{"kind": "tensor" | "image" | "video" | "audio" | "text",
+    "args": {...}}`` (``tensor`` for an index written before decoders were recorded)."""
+    return _index(source)[1].get("decode") or {"kind": "tensor", "args": {}}
+
+
+def _index(source: str | Path) -> tuple[list[Shard], dict[str, Any]]:
     src = str(source)
     index_url = src if src.endswith(".json") else src.rstrip("/") + "/" + INDEX
     base = index_url.rsplit("/", 1)[0]
@@ -174,7 +206,7 @@ def read_index(source: str | Path) -> list[Shard]:
         first += int(s["count"])
     if not shards:
         raise ValueError(f"{index_url}: the shard index lists no shards")
-    return shards
+    return shards, doc
 
 
 def _raw_samples(url: str, errors: list[str]) -> Iterator[dict[str, Any]]:
@@ -207,6 +239,16 @@ class ShardDataset(IterableDataset):
 
     def __len__(self) -> int:
         return sum(s.count for s in self.shards)
+
+    @property
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """The decoder's batch collation (text pads its ids), else the default."""
+        return getattr(self.decode, "collate_fn", None)
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """What the decoder tells the model builder (audio statistics, clip size, a text vocabulary)."""
+        return dict(getattr(self.decode, "model_kwargs", None) or {})
 
     # -- order --------------------------------------------------------------------------------------
     def _epoch_shards(self, epoch: int) -> list[Shard]:
@@ -335,15 +377,32 @@ class ShardDataset(IterableDataset):
 
 
 @register("dataset", "shards")
-def shards(split: str = "train", transform: str = "pretrain", source: str = "", decoder: str = "tensor",
-           shuffle_buffer: int = 1000, seed: int = 0) -> ShardDataset:
+def shards(split: str = "train", transform: str = "pretrain", source: str = "", decoder: str = "auto",
+           shuffle_buffer: int = 1000, seed: int = 0, args: dict[str, Any] | None = None) -> ShardDataset:
     """WebDataset shards written by ``maezoo shard`` (``source``: the folder or URL prefix holding ``shards.json``;
-    ``{split}`` in it is replaced by the split). ``decoder``: ``tensor`` (``.npy`` [+ ``.cls``]), ``audio``
-    (``.wav``/``.flac``/``.ogg``), ``text`` (``.txt``); images: the ``image_shards`` dataset."""
-    del transform  # tensors were transformed when written
+    ``{split}`` in it is replaced by the split). ``decoder``: ``auto`` (what the index records), ``tensor``
+    (``.npy`` [+ ``.cls``]), ``waveform`` (``.wav``/``.flac``/``.ogg`` as ``[channels, samples]``), ``text_raw``
+    (``.txt`` as a string), or ``image``/``video``/``audio``/``text`` (:mod:`maezoo.data.decoders`: the folder
+    datasets' samples, ``transform`` applied at reading); ``args`` override the index's decoder arguments (e.g.
+    ``{image_size: 224}``)."""
+    from maezoo.data.decoders import FOLDER_DECODERS
+
     if not source:
         raise ValueError("data.args.source is required: the folder or URL prefix of the shards (with shards.json)")
-    return ShardDataset(source.replace("{split}", split), decoder, seed=seed, shuffle_buffer=shuffle_buffer)
+    src = source.replace("{split}", split)
+    spec = read_decode_spec(src)
+    kind = spec["kind"] if decoder == "auto" else decoder
+    if kind in FOLDER_DECODERS:
+        extra = {"source": src} if kind == "text" else {}
+        recorded = spec["args"] if spec["kind"] == kind else {}
+        try:
+            decode: Decoder | str = FOLDER_DECODERS[kind](split=split, transform=transform, **extra,
+                                                          **{**recorded, **(args or {})})
+        except TypeError as exc:
+            raise ValueError(f"shards decoder {kind!r}: {exc}; check data.args.args") from None
+    else:
+        decode = {"waveform": "audio", "text_raw": "text"}.get(kind, kind)
+    return ShardDataset(src, decode, seed=seed, shuffle_buffer=shuffle_buffer)
 
 
-__all__ = ["DECODERS", "ShardDataset", "read_index", "write_shards"]
+__all__ = ["DECODERS", "ShardDataset", "read_decode_spec", "read_index", "write_shards"]

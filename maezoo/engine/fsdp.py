@@ -7,8 +7,14 @@
 * ``trainer.activation_checkpointing``: each block recomputes its activations in the backward pass.
 * Checkpoints: sharded model and optimizer state through ``torch.distributed.checkpoint`` (DCP), every rank writing
   its own shards into ``checkpoints/dcp_step_<N>/``; the checkpoint folder beside it keeps the full unsharded
-  weights (safetensors) for evaluation and interop. DCP re-shards on load, so a resume may use another number of
-  ranks where DCP allows it (the engine still asks for the same effective batch).
+  weights (safetensors) for evaluation and interop. One process (``fsdp`` without torchrun) writes DCP too. DCP
+  re-shards on load (its files hold every tensor's global shape and each shard's offsets), so a run resumes on
+  another number of ranks, 2 -> 1 and 1 -> 2 tested: the engine keeps the saved effective batch by setting the
+  per-rank batch (``trainer.batch_size``) to effective batch / (ranks x accum_steps), and every rank draws the
+  masks of the whole global batch (:mod:`maezoo.engine.sample_seeding`), so the resumed run sees the samples and
+  masks of the uninterrupted one; its weights agree within float rounding (a gradient averaged over two halves of
+  the batch instead of summed over one). Refused: a stream of shards (its sample order depends on the number of
+  ranks) and a checkpoint of a ``ddp`` run.
 
 On a CPU the ranks use gloo (tested with 2 ranks); NCCL on GPUs is the same code path.
 """
@@ -92,9 +98,10 @@ def save_dcp(run_dir: Path, step: int, model: nn.Module, opt: torch.optim.Optimi
     root = Path(run_dir) / "checkpoints"
     name = f"{DCP_PREFIX}{step:08d}"
     msd, osd = get_state_dict(model, opt)
-    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(root / name))
-    dist.barrier()
-    if dist.get_rank() == 0:
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(root / name), no_dist=not dist.is_initialized())
+    if dist.is_initialized():
+        dist.barrier()
+    if not dist.is_initialized() or dist.get_rank() == 0:
         for old in root.glob(f"{DCP_PREFIX}*"):
             if int(old.name[len(DCP_PREFIX):]) not in keep | {step}:
                 shutil.rmtree(old, ignore_errors=True)
@@ -108,5 +115,5 @@ def load_dcp(run_dir: Path, name: str, model: nn.Module, opt: torch.optim.Optimi
 
     msd, osd = get_state_dict(model, opt)
     state = {"model": msd, "optim": osd}
-    dcp.load(state, checkpoint_id=str(Path(run_dir) / "checkpoints" / name))
+    dcp.load(state, checkpoint_id=str(Path(run_dir) / "checkpoints" / name), no_dist=not dist.is_initialized())
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])

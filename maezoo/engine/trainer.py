@@ -33,6 +33,7 @@ called after every update (EMA teachers).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import random
@@ -53,7 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 from maezoo.config import ConfigError, option
 from maezoo.data.robust import RobustDataset, collate_counted
 from maezoo.engine import checkpoint as ckpt
-from maezoo.engine import fsdp
+from maezoo.engine import fsdp, meta_init
 from maezoo.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed, wrap_model
 from maezoo.engine.logging import MetricsLogger, Progress, update_env
 from maezoo.engine.sample_seeding import global_batch_mask
@@ -99,6 +100,9 @@ class TrainerConfig:
     distributed: Literal["ddp", "fsdp"] = "ddp"
     #: with ``fsdp``: recompute each block's activations in the backward pass (less memory, ~1/3 more compute)
     activation_checkpointing: bool = False
+    #: build the model on the meta device, shard it (``fsdp``), then fill each rank's shards with the values the
+    #: normal build gives at the run's seed (:mod:`maezoo.engine.meta_init`): no rank ever holds the full model
+    meta_init: bool = False
     #: reshuffle the pre-training set every epoch (else keep its order)
     shuffle: bool = True
     #: drop the last incomplete batch of each epoch
@@ -294,6 +298,8 @@ class _Run:
     sharded: bool = False
     #: the dataset is a stream of shards (``maezoo.data.shards``): its loader slots fix the sample order
     stream: bool = False
+    #: checkpoints through DCP (``trainer.distributed: fsdp``, on one process too): resumable on another rank count
+    dcp: bool = False
 
 
 class Trainer:
@@ -356,7 +362,7 @@ class Trainer:
         return self.device
 
     def _probe(self, model: nn.Module, dataset: Dataset, input_fn: Callable[[Any], Any]) -> Callable[[], None] | None:
-        if self.cfg.threads != "auto" or self.device.type != "cpu":
+        if self.cfg.threads != "auto" or self.device.type != "cpu" or meta_init.is_meta(model):
             return None
         n = min(self.cfg.batch_size, len(dataset))  # type: ignore[arg-type]
         collate = getattr(dataset, "collate_fn", None)
@@ -402,7 +408,7 @@ class Trainer:
         logging, header), then per step :meth:`_step`, :meth:`_log`, callbacks and :meth:`_save`, and finally
         the weights and the summary.
         """
-        run = self._setup(model, dataset, Path(run_dir), build_spec, input_fn, callbacks or [])
+        run = self._setup(model, dataset, Path(run_dir), build_spec, input_fn, callbacks or [], resume)
         if resume:
             self._restore(run)
         self._start(run, resume)
@@ -416,17 +422,22 @@ class Trainer:
         return self._summary(run, wall)
 
     def _setup(self, model: nn.Module, dataset: Dataset, run_dir: Path, build_spec: dict[str, Any],
-               input_fn: Callable[[Any], Any], callbacks: list[Callback]) -> _Run:
+               input_fn: Callable[[Any], Any], callbacks: list[Callback], resume: bool = False) -> _Run:
         """Device, precision and threads; DDP; the plan of the run; the optimiser and its step helper."""
-        cfg = self.cfg
         device = self.configure(model, dataset, input_fn)
         info = init_distributed(device)
+        if resume:
+            self._rescale_batch(run_dir, info)
+        cfg = self.cfg
         if info.is_main:
             ckpt.remove_temporaries(run_dir)
-        model = model.to(device)
         sharded = cfg.distributed == "fsdp" and info.enabled
+        record = self._meta(model, build_spec) if cfg.meta_init or meta_init.is_meta(model) else None
+        model = model if record is not None else model.to(device)
         if sharded:  # before the optimizer, which must hold the sharded parameters
             model = fsdp.shard_model(model, self.precision, cfg.activation_checkpointing)
+        if record is not None:  # every rank fills its own shards (the whole model without fsdp)
+            meta_init.materialize(model, device, record)
         eff_batch = cfg.batch_size * cfg.accum_steps * info.world_size
         stream = getattr(dataset, "batches_per_epoch", None)
         total, steps_per_epoch, warmup = self.plan(  # type: ignore[arg-type]
@@ -441,25 +452,63 @@ class Trainer:
                     device=device, stepper=stepper, total=total, steps_per_epoch=steps_per_epoch, warmup=warmup,
                     peak_lr=peak_lr, eff_batch=eff_batch, input_fn=input_fn, callbacks=callbacks, lr=peak_lr,
                     after_step=getattr(model, "after_optimizer_step", None), sharded=sharded,
-                    stream=stream is not None)
+                    stream=stream is not None, dcp=cfg.distributed == "fsdp")
+
+    def _meta(self, model: nn.Module, build_spec: dict[str, Any]) -> meta_init.Record:
+        """The recorded build of ``model`` with ``model`` on the meta device: its own record when it was built by
+        :func:`~maezoo.engine.meta_init.build_on_meta`, else ``build_spec`` built on meta at the run's seed (what
+        ``maezoo run`` builds) and ``model``'s tensors released."""
+        record = meta_init.record_of(model)
+        if record is not None:
+            return record
+        from maezoo.registry import build
+
+        twin = meta_init.build_on_meta(lambda: build("model", build_spec["name"], **build_spec.get("kwargs", {})),
+                                       seed=self.seed)
+        model.to("meta")
+        return meta_init.record_of(twin)  # type: ignore[return-value]
+
+    def _rescale_batch(self, run_dir: Path, info: DistInfo) -> None:
+        """Resuming a DCP checkpoint (``fsdp``) on another number of ranks: the per-rank batch that keeps the saved
+        effective batch (so the run continues with the same global batches, learning rate and schedule)."""
+        latest = ckpt.latest_checkpoint(run_dir)
+        state = ckpt.load_state(latest) if latest is not None else {}
+        world, eff = int(state.get("world_size", info.world_size)), int(state.get("effective_batch", 0))
+        cfg = self.cfg
+        if not state.get("dcp") or world == info.world_size or cfg.batch_size * cfg.accum_steps * info.world_size == eff:
+            return
+        per_rank, rest = divmod(eff, cfg.accum_steps * info.world_size)
+        if rest or per_rank < 1:
+            raise ConfigError(f"{latest}: its effective batch of {eff} does not split over {info.world_size} process(es) "
+                              f"x trainer.accum_steps={cfg.accum_steps}; resume on a number of processes that divides it")
+        if info.is_main:
+            print(f"resuming a {world}-process checkpoint on {info.world_size}: trainer.batch_size {cfg.batch_size} -> "
+                  f"{per_rank} per process keeps the effective batch of {eff}", flush=True)
+        self.cfg = dataclasses.replace(cfg, batch_size=per_rank)
 
     def _restore(self, run: _Run) -> None:
         """Weights, optimiser, scaler, RNG, counters and thread count from the newest readable checkpoint."""
         cfg, info = self.cfg, run.info
-        if run.sharded:
-            latest = ckpt.latest_checkpoint(run.run_dir)
-            if latest is None:
-                raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {run.run_dir / ckpt.CKPT_DIR}")
-            state = ckpt.load_state(latest)
+        latest = ckpt.latest_checkpoint(run.run_dir) if run.dcp else None
+        if run.dcp and latest is None:
+            raise FileNotFoundError(f"nothing to resume: no complete checkpoint under {run.run_dir / ckpt.CKPT_DIR}")
+        state = ckpt.load_state(latest) if latest is not None else {}
+        if state.get("dcp"):  # sharded model and optimizer, re-sharded by DCP to this run's ranks
             fsdp.load_dcp(run.run_dir, state["dcp"], run.model, run.stepper.optimizer)
+        elif run.sharded:
+            raise ConfigError(f"{latest or run.run_dir} holds no DCP checkpoint (written without trainer.distributed="
+                              "fsdp); resume it with the settings it was written with")
         else:
             latest, state = ckpt.load_latest_valid(run.run_dir, run.model)
         saved = (int(state.get("world_size", info.world_size)), int(state.get("effective_batch", run.eff_batch)))
-        if saved != (info.world_size, run.eff_batch):
+        other_world = saved[0] != info.world_size
+        if saved[1] != run.eff_batch or other_world and (not state.get("dcp") or run.stream):
+            why = ("a stream's sample order depends on the number of ranks" if run.stream and state.get("dcp")
+                   else "only DCP checkpoints (trainer.distributed=fsdp) re-shard to another number of processes")
             raise ConfigError(
                 f"{latest} was written by {saved[0]} process(es) with an effective batch of {saved[1]}; this "
-                f"resume has {info.world_size} and {run.eff_batch}. Resume with the same number of processes and "
-                "trainer.batch_size/accum_steps, or start a new run"
+                f"resume has {info.world_size} and {run.eff_batch} ({why}). Resume with the same number of processes "
+                "and trainer.batch_size/accum_steps, or start a new run"
             )
         slots = max(1, cfg.num_workers)
         if run.stream and int(state.get("data_slots", slots)) != slots:
@@ -471,7 +520,7 @@ class Trainer:
             # then match an uninterrupted run bit for bit
             self.threads = int(state["threads"])
             set_threads(self.threads)
-        if not run.sharded:  # DCP restored the sharded optimiser state above
+        if not state.get("dcp"):  # DCP restored the (sharded) optimiser state above
             run.stepper.optimizer.load_state_dict(state["optimizer"])
         run.stepper.scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
@@ -613,12 +662,13 @@ class Trainer:
             torch.distributed.all_gather_object(gathered, rngs[0])
             rngs = gathered
         weights: Any = run.model
-        extra: dict[str, Any] = {"optimizer": run.stepper.optimizer.state_dict()} if not run.sharded else {}
-        if run.sharded:  # every rank writes its shards (DCP); rank 0 also keeps the full weights
+        extra: dict[str, Any] = {"optimizer": run.stepper.optimizer.state_dict()} if not run.dcp else {}
+        if run.dcp:  # every rank writes its shards (DCP; one process too, so it resumes on more); full weights beside
             keep = self.cfg.keep_last - 1
             kept = {int(p.name.split("_")[1]) for p in ckpt.complete_checkpoints(run.run_dir)[: max(0, keep)]}
             extra = {"optimizer": {}, "dcp": fsdp.save_dcp(run.run_dir, run.step, run.model, run.stepper.optimizer, kept)}
-            weights = fsdp.FullWeights(fsdp.full_state(run.model))
+            if run.sharded:
+                weights = fsdp.FullWeights(fsdp.full_state(run.model))
         if info.is_main:
             wall = run.prior_wall + time.perf_counter() - run.t_start
             state = {"step": run.step, **extra, "scaler": run.stepper.scaler.state_dict(), "rng": rngs,

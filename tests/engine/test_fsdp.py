@@ -58,12 +58,13 @@ def _losses(run: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dist")
-    out = {name: root / name for name in ("single", "ddp", "fsdp", "fsdp_cut")}
+    out = {name: root / name for name in ("single", "ddp", "fsdp", "fsdp_cut", "fsdp_meta")}
     _launch(out["single"], "trainer.batch_size=16", ranks=1)
     _launch(out["ddp"], "trainer.batch_size=8", port=29541)
     _launch(out["fsdp"], "trainer.batch_size=8", "trainer.distributed=fsdp", port=29542)
     _launch(out["fsdp_cut"], "trainer.batch_size=8", "trainer.distributed=fsdp", "trainer.stop_after=4", port=29543)
     _launch(out["fsdp_cut"], port=29544, cmd="resume")
+    _launch(out["fsdp_meta"], "trainer.batch_size=8", "trainer.distributed=fsdp", "trainer.meta_init=true", port=29545)
     return out
 
 
@@ -82,6 +83,12 @@ def test_fsdp_resumes_exactly_from_dcp(runs):
     assert any(p.name.startswith("dcp_step_") for p in ckpts.iterdir())
     assert json.loads((runs["fsdp_cut"] / "pretrain_summary.json").read_text())["resumed_from"] == 3
     _close(_weights(runs["fsdp_cut"]), _weights(runs["fsdp"]), atol=1e-7)
+
+
+def test_fsdp_meta_init_trains_as_the_normal_build(runs):
+    # the meta-device build fills each shard with the normal build's values, so the runs agree bit for bit
+    meta, normal = _weights(runs["fsdp_meta"]), _weights(runs["fsdp"])
+    assert meta.keys() == normal.keys() and all(torch.equal(meta[k], normal[k]) for k in meta)
 
 
 def test_fsdp_export_loads_into_the_one_rank_model(runs):
