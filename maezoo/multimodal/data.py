@@ -15,7 +15,8 @@ text modality's (``maezoo.registry.get("vocab", "wordpiece")``), trained on the 
   image-probe gains show that the machinery uses paired text, not how it would fare on web captions.
   Pre-training draws one phrasing per sample and epoch (seeded by ``(seed, epoch, index)`` like the image
   augmentation, so a resumed run draws the same); ``eval``/``finetune`` give sample ``i`` the fixed phrasing
-  ``i mod n`` of its class.
+  ``i mod n`` of its class. Every 5th phrasing of a class (``test_every``) belongs to the test split only, so test
+  captions (text probes, retrieval) are phrasings that pre-training and the vocabulary never saw.
 * ``caption_shards`` and ``caption_folder``: users' pairs (:mod:`maezoo.multimodal.pairs`).
 
 Shapes:
@@ -148,30 +149,49 @@ class CaptionedCifar(Dataset):
         return self.codec.collate(batch)
 
 
+def split_captions(captions: list[list[str]], split: str, test_every: int) -> list[list[str]]:
+    """Each class's phrasings of ``split``: every ``test_every``-th (the 5th, 10th ... with 5) is held out for the
+    test split, so test captions are phrasings pre-training never saw; ``0`` shares them all. A class keeps at
+    least one phrasing on each side."""
+    if test_every == 0:
+        return captions
+    out = []
+    for caps in captions:
+        test = [c for j, c in enumerate(caps) if j % test_every == test_every - 1] or caps[-1:]
+        train = [c for c in caps if c not in test] or caps[:1]
+        out.append(test if split == "test" else train)
+    return out
+
+
 def _cifar_text(max_len: int, vocab_size: int, captions_per_class: int, vocab_file: str | None,
-                root: str | None) -> tuple[list[list[str]], CaptionCodec]:
+                root: str | None, test_every: int) -> tuple[list[list[str]], list[list[str]], CaptionCodec]:
     if not 1 <= int(captions_per_class) <= 1000:
         raise ValueError(f"cifar10_captions: captions_per_class must be in 1..1000, got {captions_per_class}")
+    if not 0 <= int(test_every) <= 1000 or int(test_every) == 1:
+        raise ValueError(f"cifar10_captions: test_every must be 0 (no held-out phrasings) or 2..1000, got {test_every}")
     captions = class_captions(wordnet_folder(root), int(captions_per_class))
-    corpus = [c for caps in captions for c in caps]
+    train = split_captions(captions, "train", int(test_every))
+    corpus = [c for caps in train for c in caps]  # the vocabulary never sees a held-out phrasing
     vocab, vfile = caption_vocab(corpus, f"cifar10-wordnet|{corpus_key(corpus)}", vocab_size, vocab_file)
-    return captions, CaptionCodec(vocab, vfile, max_len, "cifar10_captions")
+    return captions, train, CaptionCodec(vocab, vfile, max_len, "cifar10_captions")
 
 
 @register("dataset", "cifar10_captions")
 def cifar10_captions(split: str = "train", transform: str = "pretrain", image_size: int = 32, max_len: int = 24,
-                     vocab_size: int = 1024, captions_per_class: int = 40, vocab_file: str | None = None,
-                     root: str | None = None) -> CaptionedCifar:
-    """CIFAR-10 images with WordNet captions that carry the class (module docstring)."""
+                     vocab_size: int = 1024, captions_per_class: int = 40, test_every: int = 5,
+                     vocab_file: str | None = None, root: str | None = None) -> CaptionedCifar:
+    """CIFAR-10 images with WordNet captions that carry the class (module docstring); ``test_every``: hold out
+    every n-th phrasing of a class for the test split (:func:`split_captions`)."""
     check_transform(transform, "cifar10_captions")
-    captions, codec = _cifar_text(max_len, vocab_size, captions_per_class, vocab_file, root)
+    captions, _, codec = _cifar_text(max_len, vocab_size, captions_per_class, vocab_file, root, test_every)
     images = build("dataset", "cifar10", split=split, transform=transform, image_size=image_size, root=root)
-    return CaptionedCifar(images, captions, codec, transform)
+    return CaptionedCifar(images, split_captions(captions, split, int(test_every)), codec, transform)
 
 
 def _cifar10_captions_model_kwargs(max_len: int = 24, vocab_size: int = 1024, captions_per_class: int = 40,
-                                   vocab_file: str | None = None, root: str | None = None, **_: Any) -> dict[str, Any]:
-    return _cifar_text(max_len, vocab_size, captions_per_class, vocab_file, root)[1].model_kwargs
+                                   test_every: int = 5, vocab_file: str | None = None, root: str | None = None,
+                                   **_: Any) -> dict[str, Any]:
+    return _cifar_text(max_len, vocab_size, captions_per_class, vocab_file, root, test_every)[2].model_kwargs
 
 
 cifar10_captions.model_kwargs = _cifar10_captions_model_kwargs  # type: ignore[attr-defined]

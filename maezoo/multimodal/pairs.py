@@ -189,6 +189,8 @@ class PairDecoder:
 
     def __init__(self, transform: Any, codec: CaptionCodec) -> None:
         self.transform, self.codec = transform, codec
+        self.model_kwargs = codec.model_kwargs  # what ShardDataset passes to the model builder (the vocabulary)
+        self.collate_fn = codec.collate  # and its batch collation (pads the captions)
 
     def __call__(self, sample: dict[str, Any]) -> Sample:
         ext = next((e for e in IMAGE_EXTS if e in sample), None)
@@ -214,19 +216,15 @@ def _read_image(src: Any, what: str) -> Image.Image:
 
 
 class CaptionShards(ShardDataset):
-    """:class:`ShardDataset` of image-caption pairs with the batch contract's ``collate_fn`` and ``model_kwargs``."""
+    """:class:`ShardDataset` of image-caption pairs (its ``collate_fn`` and ``model_kwargs`` are the decoder's)."""
 
     def __init__(self, index: str, decoder: PairDecoder, seed: int, shuffle_buffer: int, shuffle: bool,
                  num_classes: int) -> None:
         super().__init__(index, decoder, seed=seed, shuffle_buffer=shuffle_buffer, shuffle=shuffle)
         self.codec = decoder.codec
-        self.model_kwargs = decoder.codec.model_kwargs
         self.mean, self.std, self.in_chans = IMAGENET_MEAN, IMAGENET_STD, 3
         if num_classes > 0:
             self.num_classes = num_classes
-
-    def collate_fn(self, batch: list[Sample]) -> Any:
-        return self.codec.collate(batch)
 
 
 def _shard_text(source: str, max_len: int, vocab_file: str | None, vocab_size: int, vocab_captions: int

@@ -211,7 +211,13 @@ class PretrainSystem:
         provided = dataset_model_kwargs(cfg.data.name, cfg.data.args)
         return {"name": cfg.model.name, "kwargs": {**provided, **cfg.model.args}}
 
-    def _model(self, spec: dict[str, Any], seed: int) -> nn.Module:
+    def _model(self, spec: dict[str, Any], seed: int, meta: bool = False) -> nn.Module:
+        """The model at ``seed``; ``meta``: on the meta device, its initialisation recorded for the Trainer to
+        replay shard by shard (``trainer.meta_init``: a large model is never whole in memory)."""
+        if meta:
+            from maezoo.engine.meta_init import build_on_meta
+
+            return build_on_meta(lambda: build("model", spec["name"], **spec["kwargs"]), seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build("model", spec["name"], **spec["kwargs"])
@@ -318,7 +324,7 @@ class PretrainSystem:
             return {**done, "wall_time_s": done.get("total_wall_time_s") or done["wall_time_s"]}
         from maezoo.engine.checkpoint import complete_checkpoints
 
-        model = self._model(spec, seed)
+        model = self._model(spec, seed, meta=cfg.trainer.meta_init)
         train_ds = subset(self._dataset(cfg, "train", "pretrain"), cfg.data.pretrain_subset, seed)
         callbacks = []
         if cfg.monitor.every > 0:

@@ -61,7 +61,11 @@ def test_cifar10_captions_samples_draws_and_collation():
     random.seed(2)
     assert torch.equal(a, ev[1234][0]["text"])  # eval: fixed caption per index
     assert a.tolist() == vocab.encode([ev.caption(1234)], 24)[0][0]
-    assert ev.caption(1234) != ev.caption(1235) and ev.caption(1234) == ev.captions[ev.targets[1234]][1234 % 20]
+    assert ev.caption(1234) != ev.caption(1235) and ev.caption(1234) == ev.captions[ev.targets[1234]][1234 % 4]
+    train = maezoo.build("dataset", "cifar10_captions", split="train", transform="eval", captions_per_class=20)
+    for k in range(10):  # every 5th phrasing is held out: test captions are never seen in pre-training
+        assert len(ev.captions[k]) == 4 and len(train.captions[k]) == 16
+        assert not set(ev.captions[k]) & set(train.captions[k])
 
     batch, labels = ev.collate_fn([ev[i] for i in (0, 1000, 5000)])
     imgs, text = batch["image"], batch["text"]
@@ -76,6 +80,8 @@ def test_cifar10_captions_rejects_bad_arguments():
         maezoo.build("dataset", "cifar10_captions", transform="strong")
     with pytest.raises(ValueError, match="captions_per_class must be in 1..1000"):
         maezoo.build("dataset", "cifar10_captions", captions_per_class=0)
+    with pytest.raises(ValueError, match="test_every must be 0"):
+        maezoo.build("dataset", "cifar10_captions", test_every=1)
 
 
 # ---------------------------------------------------------------- WebDataset shards (img2dataset layout)
