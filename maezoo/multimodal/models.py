@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from maezoo.core.builder import multimae
 from maezoo.core.presets import preset
-from maezoo.core.types import Divides, NonNegative, Rate, Ratio, Size
+from maezoo.core.types import Divides, NonNegative, Positive, Rate, Ratio, Size
 from maezoo.registry import register
 
 Modality = Literal["image", "text"]
@@ -45,6 +45,10 @@ def m3ae(
     text_masking: Literal["random", "whole_word"] = "random",
     text_weight: NonNegative = 0.5,
     norm_pix_loss: bool = True,
+    masking: Literal["per_modality", "dirichlet_budget"] = "per_modality",
+    num_visible: Size | None = None,
+    alpha: Positive = 1.0,
+    sample_subsets: bool = False,
 ) -> Any:
     """M3AE (module docstring).
 
@@ -54,6 +58,10 @@ def m3ae(
         modalities: ``["image", "text"]`` (default) or ``["image"]`` (the image-only MAE baseline).
         max_text_len: text positions (ids per caption, ``[CLS]`` and ``[SEP]`` included).
         text_weight: weight of the text loss (M3AE: 0.5; the image loss weighs 1).
+        masking: ``per_modality`` (M3AE: ``image_mask_ratio`` of the patches, ``text_mask_ratio`` of each caption's
+            pieces) or ``dirichlet_budget`` (MultiMAE: ``num_visible`` shown tokens per sample, default a quarter of
+            the patches plus a quarter of the text positions, split by Dirichlet(``alpha``), over random non-empty
+            subsets of the two with ``sample_subsets``).
     """
     mods = list(modalities or ["image", "text"])
     if not mods or len(set(mods)) != len(mods) or not set(mods) <= {"image", "text"}:
@@ -71,11 +79,21 @@ def m3ae(
     model = multimae(
         {m: spec[m] for m in mods}, embed_dim=embed_dim, depth=depth, num_heads=num_heads, drop_path=drop_path,
         decoder="shared", decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads,
-        masking="per_modality",
-        masking_args={"ratios": {"image": image_mask_ratio, "text": text_mask_ratio},
-                      "strategies": {"text": text_masking}})
+        masking=masking, masking_args=_masking_args(masking, mods, img_size // patch_size, max_text_len,
+                                                    image_mask_ratio, text_mask_ratio, text_masking, num_visible,
+                                                    alpha, sample_subsets))
     model.tokenizer.visualizer = "image+text"  # the M3AE figure (maezoo/multimodal/visualize.py), image-only too
     return model
+
+
+def _masking_args(masking: str, mods: list[str], grid: int, text_len: int, image_ratio: float, text_ratio: float,
+                  text_masking: str, num_visible: int | None, alpha: float, sample_subsets: bool) -> dict[str, Any]:
+    if masking == "per_modality":
+        return {"ratios": {"image": image_ratio, "text": text_ratio}, "strategies": {"text": text_masking}}
+    if num_visible is None:  # as many shown tokens as the per-modality ratios show at most
+        num_visible = round(grid * grid * (1 - image_ratio)) * ("image" in mods)
+        num_visible += round((text_len - 1) * (1 - text_ratio)) * ("text" in mods)
+    return {"num_visible": max(1, int(num_visible)), "alpha": alpha, "sample_subsets": sample_subsets}
 
 
 #: files written beside a run's weights and read back for these builder arguments (maezoo.engine.checkpoint)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 import maezoo
 from maezoo.engine.trainer import BadDataError, NonFiniteLossError, StepBatchSampler, Trainer, TrainerConfig
 from maezoo.optim import cosine_lr, param_groups, scaled_lr
+from maezoo.testing import kill_and_resume
 
 TINY = [
     "stages=[pretrain]", "visualize=0", "model.args.embed_dim=32", "model.args.depth=2", "model.args.num_heads=2",
@@ -52,35 +53,13 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, workers):
     steps = ["trainer.max_steps=60", "trainer.ckpt_every=10", f"trainer.num_workers={workers}"]
-    ref = tmp_path / "ref"
-    r = _run(["run", "image/mae_digits_demo", *TINY, *steps, "--run-dir", str(ref)])
-    assert r.returncode == 0, r.stderr
-
-    run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "maezoo", "run", "image/mae_digits_demo", *TINY, *steps,
-                             "--run-dir", str(run)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    latest = run / "checkpoints" / "latest"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and latest.read_text().strip() >= "step_00000020":
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "run finished before it could be killed; the test needs more steps"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = int(latest.read_text().strip().split("_")[1])
-    assert 20 <= killed_at < 60 and not (run / "model.safetensors").exists()
-
-    r = _run(["resume", str(run)])
-    assert r.returncode == 0, r.stderr
-    summary = json.loads((run / "pretrain_summary.json").read_text())
-    assert summary["resumed_from"] >= killed_at and summary["steps"] == 60
+    got = kill_and_resume(["image/mae_digits_demo", *TINY, *steps], tmp_path, kill_after=20, env=_env(), timeout=240)
+    summary = got.summary
+    assert got.killed_at < 60 and summary["steps"] == 60
     assert summary["steps_this_process"] == 60 - summary["resumed_from"]
     assert summary["total_wall_time_s"] > summary["wall_time_s"]  # the killed process's time is counted too
-    _assert_same(_weights(ref / "model.safetensors"), _weights(run / "model.safetensors"))
-    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    ref_steps = [json.loads(x)["step"] for x in (ref / "metrics.jsonl").read_text().splitlines()]
-    assert steps == ref_steps, "the log holds each step once, as an uninterrupted run's"
+    got.assert_identical()
+    assert got.logged_steps() == got.logged_steps("reference"), "the log holds each step once, as an uninterrupted run's"
 
 
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):

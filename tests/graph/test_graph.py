@@ -304,43 +304,14 @@ def test_cora_run_then_node_linprobe_stage_rereads_the_saved_weights(tmp_path):
 
 @needs_cora
 def test_graph_run_resumes_bit_identically_after_sigkill(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from maezoo.testing import kill_and_resume
 
-    from safetensors.torch import load_file
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MAEZOO_DATA": str(tmp_path / "data")}
     args = ["graph/graphmae_cora", "seeds=[0]", "model.args.hidden=32", "model.args.heads=2", "trainer.max_steps=null",
             "trainer.epochs=40", "trainer.ckpt_every=5", "trainer.threads=1", "stages=[pretrain]", "visualize=0"]
-    ref = tmp_path / "ref"
-    r = subprocess.run([sys.executable, "-m", "maezoo", "run", *args, "--run-dir", str(ref)], env=env,
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "maezoo", "run", *args, "--run-dir", str(run)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    latest = run / "checkpoints" / "latest"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and latest.read_text().strip() >= "step_00000010":
-            break
-        time.sleep(0.002)
-    assert proc.poll() is None, "run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = int(latest.read_text().strip().split("_")[1])
-    assert 10 <= killed_at < 40 and not (run / "model.safetensors").exists()
-    r = subprocess.run([sys.executable, "-m", "maezoo", "resume", str(run)], env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    summary = json.loads((run / "pretrain_summary.json").read_text())
-    assert summary["resumed_from"] >= killed_at and summary["steps"] == 40
-    a, b = load_file(str(ref / "model.safetensors")), load_file(str(run / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    got = kill_and_resume(args, tmp_path, kill_after=10, timeout=300)
+    assert got.killed_at < 40 and got.summary["steps"] == 40
+    got.assert_identical()
+    steps = got.logged_steps()
     assert len(steps) == len(set(steps)), "steps between the checkpoint and the kill were logged twice"
 
 

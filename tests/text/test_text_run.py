@@ -4,18 +4,14 @@ beside the weights, reload), and exact resume after SIGKILL."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from maezoo.data.sources import find_shared_data
+from maezoo.testing import kill_and_resume, run_env
 
 pytestmark = pytest.mark.skipif(find_shared_data("wordnet/wordnet-3.0-data.tar.xz") is None,
                                 reason="no shared WordNet copy")
@@ -25,12 +21,8 @@ TINY = ["model.args.embed_dim=32", "model.args.num_heads=2", "model.args.mlp_dim
         "trainer.num_workers=0", "trainer.log_every=5"]
 
 
-def _env(data: Path) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MAEZOO_DATA": str(data)}
-
-
 def _run(args: list[str], data: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maezoo", *args], env=_env(data), capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "maezoo", *args], env=run_env(data), capture_output=True, text=True,
                           timeout=400)
 
 
@@ -57,28 +49,6 @@ def test_quick_run_writes_every_stage_and_reloads(tmp_path):
 
 
 def test_resume_after_sigkill_gives_identical_weights(tmp_path):
-    data = tmp_path / "data"
-    args = ["run", "text/bert_wordnet", *TINY, "stages=[pretrain]", "visualize=0", "monitor.heldout_every=0",
+    args = ["text/bert_wordnet", *TINY, "stages=[pretrain]", "visualize=0", "monitor.heldout_every=0",
             "trainer.max_steps=40", "trainer.ckpt_every=5", "trainer.warmup_steps=4"]
-    ref = tmp_path / "ref"
-    r = _run([*args, "--run-dir", str(ref)], data)
-    assert r.returncode == 0, r.stderr[-3000:]
-    run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "maezoo", *args, "--run-dir", str(run)], env=_env(data),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = run / "checkpoints" / "latest"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and latest.read_text().strip() >= "step_00000010":
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run / "model.safetensors").exists()
-    r = _run(["resume", str(run)], data)
-    assert r.returncode == 0, r.stderr[-3000:]
-    a, b = load_file(str(ref / "model.safetensors")), load_file(str(run / "model.safetensors"))
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run's"
-    assert json.loads((run / "pretrain_summary.json").read_text())["resumed_from"] >= 10
+    kill_and_resume(args, tmp_path, kill_after=10, timeout=400).assert_identical()
