@@ -237,7 +237,9 @@ class PretrainSystem:
         if not eval_stages or not _is_main():
             return results
         source = ctx.checkpoint or run_dir
-        pretrained, _ = load_model(resolve_weights(Path(source)).parent)
+        folder = resolve_weights(Path(source)).parent
+        pretrained, _ = load_model(folder)
+        check_vocabulary(pretrained, cfg.data, folder)
         device = resolve_device(cfg.trainer.device)
         if "pretrain" not in stages:
             set_threads(resolve_threads(cfg.trainer.threads, sum(p.numel() for p in pretrained.parameters()), device))
@@ -383,6 +385,32 @@ def check_model_args(name: str, args: dict[str, Any], where: str = "model.args")
             build_masking(given["masking"], ratio=given.get("mask_ratio"), args=given.get("masking_args"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"model.args.masking={given['masking']!r}: {exc}") from None
+
+
+def check_vocabulary(model: nn.Module, data: DataSpec, folder: Path) -> None:
+    """A text model evaluated on data whose word pieces are not the ones it was trained with reads garbage: refuse it.
+
+    Compares the dataset's vocabulary file (its ``model_kwargs["vocab_file"]``) with the one the model keeps
+    (``tokenizer.vocab_json``, written beside its weights as ``tokenizer.json``).
+    """
+    kept = getattr(getattr(model, "tokenizer", None), "vocab_json", None)
+    if not isinstance(kept, str):
+        return
+    given = dataset_model_kwargs(data.name, data.args).get("vocab_file")
+    if given is None or not Path(given).is_file():
+        return
+    if _pieces(Path(given).read_text()) != _pieces(kept):
+        params = inspect.signature(get("dataset", data.name)).parameters
+        arg = next((a for a in ("vocab_file", "tokenizer") if a in params), "vocab_file")
+        raise ConfigError(f"dataset {data.name!r} encodes text with the word pieces of {given}, but the model in "
+                          f"{folder} was trained with others (its tokenizer.json). Fix: give the dataset the model's "
+                          f"vocabulary (data.args.{arg}={folder / 'tokenizer.json'}) or "
+                          "evaluate a model trained on this data")
+
+
+def _pieces(tokenizer_json: str) -> Any:
+    doc = json.loads(tokenizer_json)
+    return doc.get("model", {}).get("vocab", doc)
 
 
 def dataset_model_kwargs(name: str, args: dict[str, Any]) -> dict[str, Any]:

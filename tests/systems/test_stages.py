@@ -33,3 +33,21 @@ def test_ablations_are_typed_and_their_model_args_checked():
         PretrainSystem.load_config(bad)
     with pytest.raises(ConfigError, match="unknown key"):
         PretrainSystem.load_config({**raw, "ablations": {"x": {"modle": {}}}})
+
+
+def test_a_text_model_is_not_evaluated_on_other_word_pieces(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import maezoo
+    from maezoo.systems.pretrain import DataSpec, check_vocabulary, dataset_model_kwargs
+
+    monkeypatch.setenv("MAEZOO_DATA", str(tmp_path / "data"))
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("\n".join(f"the cat sat on mat number {i} today" for i in range(50)))
+    data = DataSpec(name="text_lines", args={"path": str(corpus), "vocab_size": 80})
+    vocab_file = dataset_model_kwargs(data.name, data.args)["vocab_file"]
+    same = SimpleNamespace(tokenizer=SimpleNamespace(vocab_json=open(vocab_file).read()))
+    check_vocabulary(same, data, tmp_path)  # the data's own vocabulary: fine
+    other = maezoo.get("vocab", "wordpiece").train(["dogs run far away quickly"] * 20, vocab_size=60)
+    with pytest.raises(ConfigError, match=r"Fix: give the dataset the model's vocabulary \(data.args.tokenizer="):
+        check_vocabulary(SimpleNamespace(tokenizer=SimpleNamespace(vocab_json=other.to_json())), data, tmp_path)
