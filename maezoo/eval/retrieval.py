@@ -2,7 +2,8 @@
 
 Each test pair is encoded one modality at a time (``model.encode({query: x})`` and ``model.encode({gallery: t})``,
 mean-pooled, L2-normalised); the cosine similarity ranks the gallery. ``r1``/``r5`` are the share (percent) of
-queries whose own partner ranks first / in the top five (image -> text by default; ``reverse_r1`` text -> image);
+queries whose own partner ranks first / in the top five (image -> text by default; ``reverse_r1`` text -> image),
+with ties (the same caption for several images) broken at random, in expectation;
 ``class_r1`` the share whose top-ranked partner belongs to a pair of the same class (where labels exist).
 Features of a masked autoencoder are not trained to align across modalities, so chance (``100 / pairs``) is the
 reference: the protocol measures how much the shared encoder places a pair's two halves near each other.
@@ -36,13 +37,15 @@ class RetrievalSettings:
 
 
 def recall_at(sim: Tensor, k: int) -> float:
-    """Percent of rows ``i`` whose column ``i`` is among the ``k`` largest of row ``i``.
+    """Percent of rows ``i`` whose column ``i`` is among the ``k`` largest of row ``i``, ties broken at random (the
+    expectation: identical captions of several images score alike, and none of them is preferred).
 
     Shapes: sim ``[P, P]`` (row: query, column: gallery; the partner of query ``i`` is column ``i``)
     """
     own = sim.diagonal().unsqueeze(1)
-    rank = (sim > own).sum(1)  # columns scoring strictly higher than the partner
-    return float((rank < k).float().mean() * 100)
+    above = (sim > own).sum(1).float()  # columns scoring strictly higher than the partner
+    tied = (sim == own).sum(1).float()  # the partner and the columns scoring exactly as it does
+    return float(((k - above) / tied).clamp(0, 1).mean() * 100)
 
 
 @protocol("retrieval", RetrievalSettings, compares_random_init=True)
