@@ -59,7 +59,8 @@ def code_version(root: Path | None = None) -> dict[str, Any]:
 
 def _leaves(run_dir: Path) -> list[Path]:
     """Leaf folders (one per dataset and seed) under a run folder: those holding a ``pretrain_summary.json``."""
-    return sorted(p.parent for p in run_dir.rglob("pretrain_summary.json") if "checkpoints" not in p.parts)
+    return sorted(p.parent for p in run_dir.rglob("pretrain_summary.json")
+                  if "checkpoints" not in p.parts and "ablations" not in p.relative_to(run_dir).parts)
 
 
 def _dataset_of(leaf: Path, run_dir: Path) -> str | None:
@@ -234,24 +235,28 @@ def grouped(records: list[dict[str, Any]], groups: tuple[tuple[str, str], ...]) 
 def rows(results: list[Result], pretrain: dict[str, Any], params: dict[str, int | None], hw: dict[str, Any],
          peak_rss_mb: float | None) -> list[dict[str, Any]]:
     """One record per (dataset, protocol, metric) of the pre-trained model, with its baseline and published figure."""
-    by_key: dict[tuple[str, str, str, str], Result] = {}
+    by_key: dict[tuple[str, str, str, str, str], Result] = {}
     for r in results:  # the first published figure of a metric is the one shown (a recipe lists its main one first)
-        key = (r.dataset, r.protocol, r.metric, r.init)
+        key = (r.dataset, r.model, r.protocol, r.metric, r.init)
         if r.init != "published" or key not in by_key:
             by_key[key] = r
+    main = next((r.model for r in results if r.init == "pretrained"), None)
     out = []
     for r in results:
         if r.init != "pretrained":
             continue
-        base = by_key.get((r.dataset, r.protocol, r.metric, "random"))
-        pub = by_key.get((r.dataset, r.protocol, r.metric, "published"))
+        base = by_key.get((r.dataset, r.model, r.protocol, r.metric, "random"))
+        pub = by_key.get((r.dataset, r.model, r.protocol, r.metric, "published"))
         pre = pretrain.get(r.dataset) or (next(iter(pretrain.values())) if len(pretrain) == 1 else {})
+        if r.model != main:  # a recipe's ablation (another model of the same run): only its steps are known here
+            pre = {"steps": r.steps}
         gain = None
         if base is not None:
             gain = (r.value - base.value) if r.higher_is_better else (base.value - r.value)
         out.append({
             "system": r.system, "modality": r.modality, "dataset": r.dataset, "model": r.model,
-            "params": params.get(r.dataset) if r.dataset in params else (next(iter(params.values())) if len(params) == 1 else None),
+            "params": None if r.model != main else params.get(r.dataset) if r.dataset in params else (
+                next(iter(params.values())) if len(params) == 1 else None),
             "masking": pre.get("masking"), "mask_ratio": pre.get("mask_ratio"),
             "steps": pre.get("steps"), "epochs": pre.get("epochs"), "effective_batch": pre.get("effective_batch"),
             "device": hw.get("gpu") or hw.get("cpu"), "wall_time_s": pre.get("wall_time_s"),

@@ -107,7 +107,7 @@ def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
             pub = r.get("published")
             base = r.get("baseline")
             rows.append([
-                r["modality"], r["dataset"], rec["method"], f"{r['protocol']} ({'from scratch' if base and base['what'] == 'from scratch' else 'random init'})" if base else r["protocol"],
+                r["modality"], r["dataset"], _ablation(rec, r) or rec["method"], f"{r['protocol']} ({'from scratch' if base and base['what'] == 'from scratch' else 'random init'})" if base else r["protocol"],
                 r["metric"], _score(r["value"], r["std"], len(r["seeds"])),
                 _score(base["value"], base["std"], len(r["seeds"])) if base else "–", _gain(r.get("gain")),
                 _num(pub["value"]) if pub else "–",
@@ -119,6 +119,14 @@ def summary_rows(records: list[dict[str, Any]]) -> list[list[str]]:
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _ablation(rec: dict[str, Any], r: dict[str, Any]) -> str | None:
+    """The label of a row from a recipe's ablation (``<model> (<label>)`` beside the entry's own ``<model>``)."""
+    main, model = (rec["records"][0].get("model") if rec["records"] else None), r.get("model")
+    if main and model and model != main and model.startswith(f"{main} (") and model.endswith(")"):
+        return model[len(main) + 2:-1]
+    return None
 
 
 SUMMARY_HEAD = ["modality", "dataset", "method", "main protocol (baseline)", "metric", "pre-trained", "baseline", "gain",
@@ -169,7 +177,9 @@ def render_page(suite: str, records: list[dict[str, Any]], head: dict[str, Any],
             rows = []
             for r in rec["records"]:
                 base, pub = r.get("baseline"), r.get("published")
-                rows.append([r["dataset"], r["protocol"], r["metric"], _score(r["value"], r["std"], len(r["seeds"])),
+                ab = _ablation(rec, r)
+                rows.append([r["dataset"], r["protocol"] + (f" ({ab})" if ab else ""), r["metric"],
+                             _score(r["value"], r["std"], len(r["seeds"])),
                              (_score(base["value"], base["std"], len(r["seeds"])) + f" ({base['what']})") if base else "–",
                              _gain(r.get("gain")), (f"{_num(pub['value'])} ({pub['source']}"
                                                     + (f"; {pub['setting']}" if pub.get("setting") else "") + ")") if pub else "–",

@@ -111,3 +111,19 @@ def test_table_puts_the_baseline_beside_the_score(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.json"):
         render_table([tmp_path / "empty"])
     assert json.loads((tmp_path / "results.json").read_text())["hardware"]["cpu_capability"]
+
+
+def test_a_recipes_ablation_gets_its_own_rows_without_the_main_models_baseline_or_cost():
+    from maezoo.bench.records import rows
+    from maezoo.bench.report import _ablation
+
+    res = [Result("mae", "image+text", "c10", "m3ae", "linprobe@image", "top1", [48.0], [0], init="pretrained", steps=8),
+           Result("mae", "image+text", "c10", "m3ae", "linprobe@image", "top1", [40.0], [0], init="random", steps=0),
+           Result("mae", "image", "c10", "m3ae (image only)", "linprobe@image", "top1", [47.0], [0], init="pretrained",
+                  steps=8)]
+    out = rows(res, {"c10": {"steps": 8, "wall_time_s": 12.0}}, {"c10": 1000}, {"cpu": "x"}, None)
+    main, ab = out
+    assert main["baseline"]["value"] == 40.0 and main["params"] == 1000 and main["wall_time_s"] == 12.0
+    assert ab["baseline"] is None and ab["params"] is None and ab["wall_time_s"] is None and ab["steps"] == 8
+    rec = {"records": out}
+    assert _ablation(rec, ab) == "image only" and _ablation(rec, main) is None
