@@ -82,11 +82,18 @@ class PerModalityMasking(CrossModalMasking):
         ratios: ``{modality: ratio}`` (M3AE: ``{"image": 0.75, "text": 0.75}``).
         strategies: ``{modality: name or {"name": ..., "args": {...}}}`` (default ``random``; e.g. ``whole_word``
             for text).
+        hide_all: ``{modality: p}``: in a share ``p`` of the samples that modality is hidden whole (every real token
+            hidden and scored, none shown), so it must be predicted from the others alone (MultiMAE's subsets of
+            modalities, with the other modalities' ratios unchanged). At most one modality may be named.
     """
 
     def __init__(self, ratio: float = 0.75, ratios: Mapping[str, float] | None = None,
-                 strategies: Mapping[str, Any] | None = None) -> None:
+                 strategies: Mapping[str, Any] | None = None, hide_all: Mapping[str, float] | None = None) -> None:
         self.ratio, self.ratios, self.strategies = ratio, dict(ratios or {}), dict(strategies or {})
+        self.hide_all = dict(hide_all or {})
+        if len(self.hide_all) > 1 or any(not 0 <= float(p) <= 1 for p in self.hide_all.values()):
+            raise ValueError(f"hide_all names at most one modality with a share in [0, 1] (a sample must show "
+                             f"something), got {hide_all!r}")
         self._built: dict[str, MaskingStrategy] = {}
         for name in set(self.ratios) | set(self.strategies):
             self.strategy(name)  # a bad ratio or strategy fails when the model is built
@@ -106,7 +113,23 @@ class PerModalityMasking(CrossModalMasking):
             else:
                 out[name] = strat(batch_size, g.grid, generator=generator, device=device, exclude=exclude,
                                   groups=g.groups)
+            if name in self.hide_all:
+                out[name] = self._hide_whole(out[name], exclude, self.hide_all[name], generator, device)
         return out
+
+    @staticmethod
+    def _hide_whole(mask: Mask, exclude: Tensor | None, share: float, generator: torch.Generator | None,
+                    device: torch.device | str) -> Mask:
+        """``mask`` with every maskable token hidden in a random ``share`` of the rows (a ragged mask).
+
+        Shapes: mask.mask ``[B, N]`` -> ``[B, N]``; ids_masked / masked_valid ``[B, N]``
+        """
+        b, n = mask.mask.shape
+        whole = _rand((b, 1), generator, device) < share
+        hidden = mask.mask | whole
+        if exclude is not None:
+            hidden &= ~exclude.to(hidden.device)
+        return Mask.from_bool_ragged(hidden, n)
 
     def max_shown(self, grids):
         total = 0

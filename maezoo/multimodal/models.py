@@ -45,6 +45,7 @@ def m3ae(
     text_masking: Literal["random", "whole_word"] = "random",
     text_weight: NonNegative = 0.5,
     norm_pix_loss: bool = True,
+    hide_text: Rate = 0.0,
     masking: Literal["per_modality", "dirichlet_budget"] = "per_modality",
     num_visible: Size | None = None,
     alpha: Positive = 1.0,
@@ -58,6 +59,8 @@ def m3ae(
         modalities: ``["image", "text"]`` (default) or ``["image"]`` (the image-only MAE baseline).
         max_text_len: text positions (ids per caption, ``[CLS]`` and ``[SEP]`` included).
         text_weight: weight of the text loss (M3AE: 0.5; the image loss weighs 1).
+        hide_text: with ``per_modality``, the share of samples whose caption is hidden whole, to be predicted from
+            the image alone (MultiMAE's subsets of modalities; M3AE: 0).
         masking: ``per_modality`` (M3AE: ``image_mask_ratio`` of the patches, ``text_mask_ratio`` of each caption's
             pieces) or ``dirichlet_budget`` (MultiMAE: ``num_visible`` shown tokens per sample, default a quarter of
             the patches plus a quarter of the text positions, split by Dirichlet(``alpha``), over random non-empty
@@ -80,16 +83,19 @@ def m3ae(
         {m: spec[m] for m in mods}, embed_dim=embed_dim, depth=depth, num_heads=num_heads, drop_path=drop_path,
         decoder="shared", decoder_dim=decoder_dim, decoder_depth=decoder_depth, decoder_heads=decoder_heads,
         masking=masking, masking_args=_masking_args(masking, mods, img_size // patch_size, max_text_len,
-                                                    image_mask_ratio, text_mask_ratio, text_masking, num_visible,
-                                                    alpha, sample_subsets))
+                                                    image_mask_ratio, text_mask_ratio, text_masking, hide_text,
+                                                    num_visible, alpha, sample_subsets))
     model.tokenizer.visualizer = "image+text"  # the M3AE figure (maezoo/multimodal/visualize.py), image-only too
     return model
 
 
 def _masking_args(masking: str, mods: list[str], grid: int, text_len: int, image_ratio: float, text_ratio: float,
-                  text_masking: str, num_visible: int | None, alpha: float, sample_subsets: bool) -> dict[str, Any]:
+                  text_masking: str, hide_text: float, num_visible: int | None, alpha: float,
+                  sample_subsets: bool) -> dict[str, Any]:
     if masking == "per_modality":
-        return {"ratios": {"image": image_ratio, "text": text_ratio}, "strategies": {"text": text_masking}}
+        hide = {"text": hide_text} if hide_text > 0 and "text" in mods else {}
+        return {"ratios": {"image": image_ratio, "text": text_ratio}, "strategies": {"text": text_masking},
+                "hide_all": hide}
     if num_visible is None:  # as many shown tokens as the per-modality ratios show at most
         num_visible = round(grid * grid * (1 - image_ratio)) * ("image" in mods)
         num_visible += round((text_len - 1) * (1 - text_ratio)) * ("text" in mods)

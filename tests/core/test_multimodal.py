@@ -177,3 +177,20 @@ def test_budget_masking_validates_its_arguments():
         DirichletBudgetMasking(alpha={"image": -1.0})
     with pytest.raises(ValueError, match="also has"):
         DirichletBudgetMasking(alpha={"image": 1.0}).alphas(["image", "text"])
+
+
+def test_hide_all_hides_a_whole_modality_in_a_share_of_the_samples():
+    x = _batch(b=400)
+    pad, fixed = x["text"][:, 1:] == 0, x["text"][:, 1:] == 3
+    grids = {"image": ModalGrid((2, 2)), "text": ModalGrid((11,), pad, fixed)}
+    strat = PerModalityMasking(ratios={"image": 0.75, "text": 0.5}, hide_all={"text": 0.3})
+    masks = strat(400, grids, generator=torch.Generator().manual_seed(0))
+    real = ~pad & ~fixed
+    long = real.sum(1) >= 4  # captions the ratio alone (0.5) never hides whole
+    whole = (masks["text"].mask == real).all(1)[long]
+    assert 0.22 < whole.float().mean() < 0.38  # about 30% of the captions hidden whole
+    assert not (masks["text"].mask & (pad | fixed)).any()
+    assert (masks["image"].mask.sum(1) == 3).all()  # the image keeps its ratio
+    assert torch.equal(masks["text"].masked_valid.sum(1), masks["text"].mask.sum(1))
+    with pytest.raises(ValueError, match="hide_all names at most one modality"):
+        PerModalityMasking(hide_all={"image": 0.5, "text": 0.5})
