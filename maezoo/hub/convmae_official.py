@@ -31,7 +31,7 @@ from typing import Any
 from torch import Tensor
 
 from maezoo.core.pos_embed import sincos_pos_embed
-from maezoo.hub.io import Checkpoint, HubError
+from maezoo.hub.io import Checkpoint, HubError, refuse_unknown
 from maezoo.hub.vit import IGNORED, SINCOS_TOL, Pivot, block_count
 
 NAME = "convmae_official"
@@ -144,9 +144,7 @@ def pivot_to_maezoo(pv: ConvMAEPivot) -> tuple[dict[str, Tensor], list[str]]:
                 break
         else:
             unknown.append(key)
-    if unknown:
-        raise HubError(f"{pv.path}: keys outside ConvMAE's layout: {', '.join(unknown[:6])}"
-                       f"{' ...' if len(unknown) > 6 else ''}; expected only {EXPECTED}")
+    refuse_unknown(pv.path, "ConvMAE's layout", unknown, EXPECTED)
     return out, ignored
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from torch import Tensor
 
-from maezoo.hub.io import Checkpoint, HubError
+from maezoo.hub.io import Checkpoint, HubError, refuse_unknown
 from maezoo.hub.vit import Pivot, block_count
 
 NAME = "graphmae_official"
@@ -196,9 +196,7 @@ def pivot_to_maezoo(pv: GraphMAEPivot) -> tuple[dict[str, Tensor], list[str]]:
                 break
         else:
             unknown.append(key)
-    if unknown:
-        raise HubError(f"{pv.path}: keys outside GraphMAE's pyg layout: {', '.join(unknown[:6])}"
-                       f"{' ...' if len(unknown) > 6 else ''}; expected only {EXPECTED}")
+    refuse_unknown(pv.path, "GraphMAE's pyg layout", unknown, EXPECTED)
     return out, ignored
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import Tensor
 
-from maezoo.hub.io import Checkpoint, HubError
+from maezoo.hub.io import Checkpoint, HubError, refuse_unknown
 from maezoo.hub.vit import Pivot, block_count
 from maezoo.registry import get
 
@@ -126,9 +126,7 @@ def pivot_to_maezoo(pv: BertPivot) -> tuple[dict[str, Tensor], list[str]]:
         raise HubError(f"{pv.path}: missing {WORDS}; a BertForMaskedLM checkpoint holds {EXPECTED}")
     ids = _special_ids(pv, int(words.shape[0]))
     out, ignored, unknown = get("model", "bert").from_hf(pv.state, ids["mask_id"])
-    if unknown:
-        raise HubError(f"{pv.path}: keys outside the BertForMaskedLM layout maezoo maps: {', '.join(unknown[:6])}"
-                       f"{' ...' if len(unknown) > 6 else ''}; expected only {EXPECTED}")
+    refuse_unknown(pv.path, "the BertForMaskedLM layout maezoo maps", unknown, EXPECTED)
     if pv.vocab_file is not None:
         vocab = get("vocab", "wordpiece").from_file(pv.vocab_file)
         if vocab.vocab_size != words.shape[0]:

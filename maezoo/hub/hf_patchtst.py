@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from maezoo.hub.io import Checkpoint, HubError
+from maezoo.hub.io import Checkpoint, HubError, refuse_unknown
 from maezoo.hub.vit import Pivot, block_count
 
 NAME = "hf_patchtst"
@@ -121,9 +121,7 @@ def pivot_to_maezoo(pv: PatchTSTPivot) -> tuple[dict[str, Tensor], list[str]]:
     if "head.linear.weight" in s:
         out["decoder.pred.weight"], out["decoder.pred.bias"] = s.pop("head.linear.weight"), s.pop("head.linear.bias")
     left = sorted(s)
-    if left:
-        raise HubError(f"{pv.path}: keys outside the PatchTST layout maezoo maps: {', '.join(left[:6])}"
-                       f"{' ...' if len(left) > 6 else ''}; expected only {EXPECTED}")
+    refuse_unknown(pv.path, "the PatchTST layout maezoo maps", left, EXPECTED)
     return out, []
 
 

@@ -29,6 +29,14 @@ class HubError(ValueError):
     """A checkpoint that cannot be read or mapped; the message names the file, what was expected and the fix."""
 
 
+def refuse_unknown(path: Any, layout: str, unknown: list[str], expected: str, hint: str = "") -> None:
+    """Raise :class:`HubError` naming up to six keys of ``path`` outside ``layout`` and what was expected."""
+    if unknown:
+        more = " ..." if len(unknown) > 6 else ""
+        raise HubError(f"{path}: keys outside {layout}: {', '.join(unknown[:6])}{more}; expected only {expected}"
+                       + (f". {hint}" if hint else ""))
+
+
 @dataclass
 class Checkpoint:
     """Weights read from a published file or folder.

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from maezoo.hub.io import HubError
+from maezoo.hub.io import HubError, refuse_unknown
 from maezoo.hub.vit import Pivot, block_count
 
 #: official VideoMAE heads per encoder / decoder width (ViT-S/B/L/H, V2's ViT-g 1408); others: 64-wide heads
@@ -130,10 +130,8 @@ def pivot_to_maezoo(pv: VideoPivot) -> tuple[dict[str, Tensor], list[str]]:
                  "decoder.head.weight", "decoder.head.bias"}
         used |= _blocks(pv, "decoder.blocks.", "decoder.blocks.", out)
     left = sorted(k for k in s if k not in used)
-    if left:
-        raise HubError(f"{pv.path}: keys outside the VideoMAE pre-training layout: {', '.join(left[:6])}"
-                       f"{' ...' if len(left) > 6 else ''}; expected only {EXPECTED}. Layer scale (gamma_1/gamma_2), "
-                       "cosine attention or a classifier (a fine-tuned checkpoint) are other architectures")
+    refuse_unknown(pv.path, "the VideoMAE pre-training layout", left, EXPECTED, "Layer scale (gamma_1/gamma_2), "
+                   "cosine attention or a classifier (a fine-tuned checkpoint) are other architectures")
     return out, []
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from maezoo.core.pos_embed import sincos_pos_embed
-from maezoo.hub.io import HubError
+from maezoo.hub.io import HubError, refuse_unknown
 
 #: official MAE heads per width (ViT-Ti/S/B/L/H); other widths use 64-wide heads
 STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
@@ -166,10 +166,8 @@ def pivot_to_maezoo(pv: Pivot) -> tuple[dict[str, Tensor], list[str]]:
         used |= _blocks(s, "decoder_blocks.", "decoder.blocks.", block_count(s, "decoder_blocks."), out)
     left = sorted(k for k in s if k not in used)
     unknown = [k for k in left if not IGNORED.match(k)]
-    if unknown:
-        raise HubError(f"{pv.path}: keys outside the MAE ViT layout: {', '.join(unknown[:6])}"
-                       f"{' ...' if len(unknown) > 6 else ''}; expected only {ENCODER_EXPECTED} (+ {DECODER_EXPECTED}). "
-                       "Layer scale, register tokens or relative positions are other architectures")
+    refuse_unknown(pv.path, "the MAE ViT layout", unknown, f"{ENCODER_EXPECTED} (+ {DECODER_EXPECTED})",
+                   "Layer scale, register tokens or relative positions are other architectures")
     return out, left
 
 
