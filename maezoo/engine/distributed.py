@@ -70,5 +70,7 @@ def barrier(info: DistInfo) -> None:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Tear the process group down once every rank is done with it (a gloo rank whose peer already left may abort)."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

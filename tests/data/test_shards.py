@@ -42,6 +42,7 @@ def _rank_epochs(rank: int, world: int, folder: str, port: int, out: str) -> Non
     dist.all_gather_object(gathered, epochs)
     if rank == 0:
         torch.save(gathered, out)
+    dist.barrier()  # every rank done communicating before gloo tears down (else a rank may abort at exit)
     dist.destroy_process_group()
 
 

@@ -53,6 +53,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
     dist.all_gather_object(gathered, log)
     if rank == 0:
         torch.save(gathered, out)
+    dist.barrier()  # every rank done communicating before gloo tears down (else a rank may abort at exit)
     dist.destroy_process_group()
 
 

@@ -45,6 +45,7 @@ def _ranks(rank: int, world: int, port: int, jobs: list[tuple[str, bool, int, in
     torch.set_num_threads(1)
     for run, resume, stop, batch in jobs:
         _fit(Path(run), world, resume, stop, batch)
+    dist.barrier()  # every rank done communicating before gloo tears down (else a rank may abort at exit)
     dist.destroy_process_group()
 
 

@@ -91,6 +91,7 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
         results[checkpointing] = (state, sum(local.values()), moved)
     if rank == 0:
         torch.save(results, out)
+    dist.barrier()  # every rank done communicating before gloo tears down (else a rank may abort at exit)
     dist.destroy_process_group()
 
 
