@@ -119,6 +119,9 @@ def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool
                 print(f"  --quick: {change}", flush=True)
         t0 = time.perf_counter()
         results = run_recipe(loaded, rd, resume=resume)
+        from maezoo.engine.distributed import cleanup
+
+        cleanup()  # the ranks of a torchrun launch leave their process group together, then exit
     except BaseException:
         if created and main:
             _discard_if_empty(rd)

@@ -69,8 +69,9 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def cleanup(info: DistInfo) -> None:
-    """Tear the process group down once every rank is done with it (a gloo rank whose peer already left may abort)."""
-    if info.enabled and dist.is_initialized():
+def cleanup(info: DistInfo | None = None) -> None:
+    """Tear the process group down once every rank is done with it (a gloo rank whose peer already left may abort
+    at exit); without ``info``, whatever group this process joined."""
+    if (info is None or info.enabled) and dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
