@@ -1,6 +1,6 @@
 """M3AE's claim at several seeds: the image-only linear probe of pair-trained M3AE beside image-only MAE.
 
-    python benchmarks/m3ae_probe_seeds.py RUN [RUN ...] --out benchmarks/results/m3ae_probe_seeds.json
+    python benchmarks/m3ae_probe_seeds.py RUN [RUN ...] --out benchmarks/results/m3ae_probe_seeds.jsonl
 
 Each RUN is a folder of ``maezoo run multimodal/m3ae_cifar10 "seeds=[S]" ...`` (its pair-trained weights, and the
 image-only MAE of the recipe's ``image_only`` ablation in ``RUN/ablations/image_only``). For every model the full
