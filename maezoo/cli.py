@@ -328,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    dist = sys.modules.get("maezoo.engine.distributed")  # imported only where a run could have joined a group
+    if dist is not None:
+        dist.exit_if_torn_down(code)  # a torchrun rank leaves without interpreter finalisation (see there)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)  # --help answers here, before torch is imported
     from maezoo.engine.trainer import BadDataError, NonFiniteLossError

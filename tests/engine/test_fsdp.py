@@ -95,3 +95,20 @@ def test_fsdp_export_loads_into_the_one_rank_model(runs):
     model, spec = load_model(runs["fsdp"])
     x = torch.randn(2, 1, 16, 16)
     assert model.encode(x, pool="cls").shape == (2, spec["kwargs"]["embed_dim"])
+
+
+_TEARDOWN = """
+import os, sys, torch.distributed as dist
+from maezoo.engine import distributed
+distributed.exit_if_torn_down(5)          # no group joined yet: returns
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29563", rank=0, world_size=1)
+print("work done", end="")                # unflushed: exit_if_torn_down flushes before os._exit
+distributed.cleanup()
+distributed.exit_if_torn_down(3)
+sys.exit(0)                               # not reached
+"""
+
+
+def test_a_rank_that_tore_its_group_down_exits_without_finalisation():
+    r = subprocess.run([sys.executable, "-c", _TEARDOWN], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout) == (3, "work done"), r.stderr[-2000:]
