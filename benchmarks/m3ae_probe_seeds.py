@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from maezoo.data.modal import ModalityView
 from maezoo.engine.checkpoint import load_model, resolve_weights
@@ -28,15 +29,17 @@ from maezoo.registry import build
 MODELS = {"m3ae": ".", "image-only MAE": "ablations/image_only"}
 
 
-def _images(run: Path, split: str, vocab: Path | None) -> ModalityView:
-    args = {"image_size": 32, "max_len": 24, "vocab_size": 1024, **({"vocab_file": str(vocab)} if vocab else {})}
-    return ModalityView(build("dataset", "cifar10_captions", split=split, transform="eval", **args), ["image"])
+def _images(data: dict, split: str, vocab: Path | None) -> ModalityView:
+    """The image half of the run's own dataset (its ``config.yaml``), with the vocabulary kept beside its weights."""
+    args = {**data.get("args", {}), **({"vocab_file": str(vocab)} if vocab else {})}
+    return ModalityView(build("dataset", data["name"], split=split, transform="eval", **args), ["image"])
 
 
 def probe_run(run: Path, epochs: list[int], pools: list[str], batch_size: int) -> list[dict]:
-    seed = json.loads((run / "results.json").read_text())["results"][0]["seeds"][0]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    seed = config["seeds"][0]
     vocab = run / "tokenizer.json" if (run / "tokenizer.json").is_file() else None
-    data = {split: _images(run, split, vocab) for split in ("train", "test")}
+    data = {split: _images(config["data"], split, vocab) for split in ("train", "test")}
     rows = []
     for name, sub in MODELS.items():
         model, _ = load_model(resolve_weights(run / sub).parent)
