@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from maezoo.config import ConfigError, list_recipes
+from maezoo.config import ConfigError, list_recipes, recipe_digest
 
 RUN_META = "recipe.json"
 
@@ -112,7 +112,8 @@ def cmd_run(recipe: str, overrides: list[str], run_dir: str | None, resume: bool
     try:
         if main and not resume:
             write_provenance(rd, config)
-            (rd / RUN_META).write_text(json.dumps({"recipe": recipe, "overrides": overrides, "quick": quick}, indent=2))
+            (rd / RUN_META).write_text(json.dumps({"recipe": recipe, "overrides": overrides, "quick": quick,
+                                                   "recipe_sha": recipe_digest(recipe)}, indent=2))
         if main:
             print(f"maezoo: {recipe} ({loaded.system_name}) -> {rd}", flush=True)
             for change in loaded.quick_changes or []:

@@ -154,6 +154,17 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def recipe_digest(name_or_path: str) -> str:
+    """A digest of what a recipe file says (its parsed keys and values, not its comments or layout): two runs of
+    the same recipe name ran the same recipe only when their digests agree (``maezoo bench`` keys its records and
+    run folders on it)."""
+    import hashlib
+    import json
+
+    data = load_yaml(resolve_recipe(name_or_path))
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 @dataclasses.dataclass(frozen=True)
 class Range:
     """A declared numeric range (``ge <= v``, ``gt < v``, ``v <= le``, ``v < lt``), for dataclass fields

@@ -2,7 +2,8 @@
 
 File ``benchmarks/results/<suite>/<entry>.json``::
 
-    {"schema": "maezoo.bench/1", "suite": ..., "entry": ..., "recipe": ..., "overrides": [...],
+    {"schema": "maezoo.bench/1", "suite": ..., "entry": ..., "recipe": ..., "recipe_sha": digest of the recipe file,
+     "overrides": [...],
      "command": "maezoo run ...", "created": ISO-8601,
      "code": {"commit": sha, "tree": sha of maezoo/ and recipes/, "dirty": bool},
      "hardware": {...}, "entry_wall_time_s": float, "peak_rss_mb": float,
@@ -146,7 +147,8 @@ def _masking(config: dict[str, Any]) -> tuple[str | None, float | None]:
 
 
 def build_entry_record(suite: str, entry: Any, run_dir: Path, command: str, entry_wall_s: float,
-                       peak_rss_mb: float | None, figures_dir: Path, code: dict[str, Any] | None = None) -> dict[str, Any]:
+                       peak_rss_mb: float | None, figures_dir: Path, code: dict[str, Any] | None = None,
+                       recipe_sha: str | None = None) -> dict[str, Any]:
     """The record of one finished suite entry (see the module docstring)."""
     import yaml
 
@@ -193,7 +195,7 @@ def build_entry_record(suite: str, entry: Any, run_dir: Path, command: str, entr
     hw = doc.get("hardware") or hardware()
     return {
         "schema": SCHEMA, "suite": suite, "entry": entry.name, "method": entry.method or entry.name,
-        "recipe": entry.recipe, "overrides": list(entry.overrides), "command": command,
+        "recipe": entry.recipe, "recipe_sha": recipe_sha, "overrides": list(entry.overrides), "command": command,
         "main": {"protocol": entry.main_protocol, "metric": entry.main_metric}, "notes": entry.notes,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "code": code or code_version(), "hardware": hw, "entry_wall_time_s": round(entry_wall_s, 1),

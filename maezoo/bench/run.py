@@ -1,7 +1,10 @@
 """Run a suite: each entry in its own ``maezoo run`` process, resumable, with a progress line and the suite's ETA.
 
 A finished entry has its record file and is not run again; an entry whose run folder exists without a record is
-continued with ``maezoo resume`` (the Trainer's exact resume); others start. A failing entry is reported with the
+continued with ``maezoo resume`` (the Trainer's exact resume); others start. "Finished" and "continued" hold only for
+the same recipe: a record or run folder made from another version of the recipe file (another
+:func:`~maezoo.config.recipe_digest`, or none recorded) is stale; the entry runs again, in a new folder, and the
+stale folder is moved aside (``<entry>.stale-N``), never deleted. A failing entry is reported with the
 tail of its log and the suite goes on; the exit status is non-zero when any entry failed.
 """
 
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from maezoo.bench.records import build_entry_record, code_version, write_record
 from maezoo.bench.suites import Suite, SuiteEntry, get_suite
+from maezoo.config import recipe_digest
 
 RUN_META = "recipe.json"  # written by `maezoo run` in every run folder
 
@@ -30,12 +34,24 @@ class EntryOutcome:
     log: Path | None = None
 
 
-def _record_matches(path: Path, entry: SuiteEntry) -> bool:
+def _same_run(path: Path, entry: SuiteEntry, digest: str) -> bool:
+    """Whether the JSON at ``path`` (a record, or a run folder's ``recipe.json``) was made by ``entry``'s recipe,
+    overrides and recipe file version."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return doc.get("recipe") == entry.recipe and doc.get("overrides") == list(entry.overrides)
+    return (doc.get("recipe") == entry.recipe and doc.get("overrides") == list(entry.overrides)
+            and doc.get("recipe_sha") == digest)
+
+
+def _move_aside(run_dir: Path) -> Path:
+    """Rename a stale run folder to the first free ``<name>.stale-N`` beside it; return the new path."""
+    n = 1
+    while (target := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists():
+        n += 1
+    run_dir.rename(target)
+    return target
 
 
 def _fmt(seconds: float) -> str:
@@ -76,7 +92,8 @@ def run_suite(name: str, results_root: Path = Path("benchmarks/results"), runs_r
         entries = [e for e in entries if e.name in only]
     out_dir, run_root = results_root / name, runs_root / name
     outcomes: list[EntryOutcome] = []
-    todo = [e for e in entries if not _record_matches(out_dir / f"{e.name}.json", e)]
+    digests = {e.name: recipe_digest(e.recipe) for e in entries}
+    todo = [e for e in entries if not _same_run(out_dir / f"{e.name}.json", e, digests[e.name])]
     expected_total = sum(e.minutes for e in todo) * 60
     spent, expected_done = 0.0, 0.0
     t_suite = time.perf_counter()
@@ -90,6 +107,10 @@ def run_suite(name: str, results_root: Path = Path("benchmarks/results"), runs_r
             continue
         run_dir = run_root / entry.name
         log = run_root / f"{entry.name}.log"
+        if run_dir.exists() and not _same_run(run_dir / RUN_META, entry, digests[entry.name]):
+            moved = _move_aside(run_dir)
+            print(f"[{i}/{len(entries)}] {entry.name}: {run_dir} was made by another version of {entry.recipe} "
+                  f"(or other overrides); moved it to {moved}", flush=True)
         if (run_dir / RUN_META).is_file():
             cmd = [python, "-m", "maezoo", "resume", str(run_dir)]
             how = "continuing"
@@ -112,7 +133,8 @@ def run_suite(name: str, results_root: Path = Path("benchmarks/results"), runs_r
         spent += wall
         expected_done += entry.minutes * 60
         command = shlex.join(["maezoo", "run", entry.recipe, *entry.overrides])
-        record = build_entry_record(name, entry, run_dir, command, wall, peak, out_dir, code=code)
+        record = build_entry_record(name, entry, run_dir, command, wall, peak, out_dir, code=code,
+                                    recipe_sha=digests[entry.name])
         write_record(rec_path, record)
         main = [r for r in record["records"] if r["protocol"] == entry.main_protocol and r["metric"] == entry.main_metric]
         shown = ", ".join(f"{r['dataset']} {entry.main_protocol} {r['value']:.3g}"

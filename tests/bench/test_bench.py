@@ -14,6 +14,7 @@ from maezoo.bench.records import read_records
 from maezoo.bench.report import README_END, README_START, report
 from maezoo.bench.run import run_suite
 from maezoo.bench.suites import SUITES, Suite, SuiteEntry, register_suite
+from maezoo.config import recipe_digest
 from maezoo.results import Result, render_table, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +71,39 @@ def test_suite_writes_records_continues_and_reports(tiny_suite, tmp_path, capsys
     assert "old" not in summary and summary.endswith("tail\n") and "MAE ViT (tiny)" in summary
     assert (docs.parent / "benchmarks" / tiny_suite / "loss_curves.png").is_file()
     assert report(tiny_suite, results, docs, readme, check=True) == []  # a pure function of the records
+
+
+def test_a_changed_recipe_file_makes_its_record_and_run_folder_stale(tmp_path, capsys):
+    recipe = tmp_path / "digits.yaml"
+    recipe.write_text((ROOT / "recipes" / "image" / "mae_digits_demo.yaml").read_text())
+    register_suite(Suite("test_stale", "a recipe file that changes between runs", (
+        SuiteEntry("digits", str(recipe), ("trainer.max_steps=4", "trainer.threads=1", "stages=[pretrain,knn]",
+                                           "visualize=0"), minutes=0.2),)))
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    assert [o.status for o in run_suite("test_stale", results, runs)] == ["done"], capsys.readouterr().out
+    first = json.loads((results / "test_stale" / "digits.json").read_text())["recipe_sha"]
+
+    recipe.write_text("# a comment changes nothing\n" + recipe.read_text())
+    assert [o.status for o in run_suite("test_stale", results, runs)] == ["skipped"]
+
+    # another value in the file: the record is stale, and so is the run folder; it is kept beside, not resumed
+    recipe.write_text(recipe.read_text().replace("embed_dim: 128", "embed_dim: 64"))
+    assert [o.status for o in run_suite("test_stale", results, runs)] == ["done"]
+    shown = capsys.readouterr().out
+    assert "made by another version of" in shown and "digits.stale-1" in shown
+    assert (runs / "test_stale" / "digits.stale-1" / "model.safetensors").is_file()  # the old run, untouched
+    assert json.loads((results / "test_stale" / "digits.json").read_text())["recipe_sha"] != first
+    assert "-m maezoo resume" not in (runs / "test_stale" / "digits.log").read_text()
+    assert "embed_dim: 64" in (runs / "test_stale" / "digits" / "config.yaml").read_text()
+
+
+def test_committed_records_were_made_by_the_committed_recipes():
+    for path in sorted((ROOT / "benchmarks" / "results").glob("*/*.json")):
+        doc = json.loads(path.read_text())
+        if doc.get("schema") == "maezoo.bench/1":
+            assert doc.get("recipe_sha") == recipe_digest(doc["recipe"]), (
+                f"{path} was made by another version of recipes/{doc['recipe']}.yaml: rerun it with `maezoo bench run "
+                f"--suite {doc['suite']} --only {doc['entry']}` and `maezoo bench report --suite {doc['suite']}`")
 
 
 @pytest.mark.skipif(not (ROOT / "benchmarks" / "results" / "quick").is_dir(), reason="no committed quick-suite records")
