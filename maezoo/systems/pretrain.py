@@ -239,7 +239,7 @@ class PretrainSystem:
         source = ctx.checkpoint or run_dir
         folder = resolve_weights(Path(source)).parent
         pretrained, _ = load_model(folder)
-        check_vocabulary(pretrained, cfg.data, folder)
+        check_vocabulary(pretrained, cfg.data, folder, eval_stages)
         device = resolve_device(cfg.trainer.device)
         if "pretrain" not in stages:
             set_threads(resolve_threads(cfg.trainer.threads, sum(p.numel() for p in pretrained.parameters()), device))
@@ -387,14 +387,17 @@ def check_model_args(name: str, args: dict[str, Any], where: str = "model.args")
             raise ConfigError(f"model.args.masking={given['masking']!r}: {exc}") from None
 
 
-def check_vocabulary(model: nn.Module, data: DataSpec, folder: Path) -> None:
+def check_vocabulary(model: nn.Module, data: DataSpec, folder: Path, stages: list[str] | None = None) -> None:
     """A text model evaluated on data whose word pieces are not the ones it was trained with reads garbage: refuse it.
 
     Compares the dataset's vocabulary file (its ``model_kwargs["vocab_file"]``) with the one the model keeps
-    (``tokenizer.vocab_json``, written beside its weights as ``tokenizer.json``).
+    (``tokenizer.vocab_json``, written beside its weights as ``tokenizer.json``). Stages that read another
+    modality only (``linprobe@image``) do not read text and pass whatever the word pieces.
     """
     kept = getattr(getattr(model, "tokenizer", None), "vocab_json", None)
     if not isinstance(kept, str):
+        return
+    if stages and all("@" in s and s.split("@", 1)[1] != "text" for s in stages):
         return
     given = dataset_model_kwargs(data.name, data.args).get("vocab_file")
     if given is None or not Path(given).is_file():

@@ -51,3 +51,8 @@ def test_a_text_model_is_not_evaluated_on_other_word_pieces(tmp_path, monkeypatc
     other = maezoo.get("vocab", "wordpiece").train(["dogs run far away quickly"] * 20, vocab_size=60)
     with pytest.raises(ConfigError, match=r"Fix: give the dataset the model's vocabulary \(data.args.tokenizer="):
         check_vocabulary(SimpleNamespace(tokenizer=SimpleNamespace(vocab_json=other.to_json())), data, tmp_path)
+    other_model = SimpleNamespace(tokenizer=SimpleNamespace(vocab_json=other.to_json()))
+    check_vocabulary(other_model, data, tmp_path, ["linprobe@image", "finetune@image"])  # no stage reads text
+    for stages in (["linprobe@image", "linprobe@text"], ["linprobe@image", "retrieval"]):
+        with pytest.raises(ConfigError, match="trained with others"):
+            check_vocabulary(other_model, data, tmp_path, stages)
