@@ -22,7 +22,9 @@ from __future__ import annotations
 import collections.abc
 import copy
 import dataclasses
+import hashlib
 import inspect
+import json
 import operator
 import os
 import types
@@ -158,9 +160,6 @@ def recipe_digest(name_or_path: str) -> str:
     """A digest of what a recipe file says (its parsed keys and values, not its comments or layout): two runs of
     the same recipe name ran the same recipe only when their digests agree (``maezoo bench`` keys its records and
     run folders on it)."""
-    import hashlib
-    import json
-
     data = load_yaml(resolve_recipe(name_or_path))
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -8,8 +8,10 @@ Environment variables set by torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -83,16 +85,16 @@ def cleanup(info: DistInfo | None = None) -> None:
 
 
 def exit_if_torn_down(code: int) -> None:
-    """End a rank whose process group :func:`cleanup` tore down with ``os._exit(code)``, skipping the interpreter's
-    finalisation.
+    """End a rank whose process group :func:`cleanup` tore down with ``os._exit(code)``, after the ``atexit``
+    handlers (temporary folders) and a flush of stdout/stderr, skipping the rest of the interpreter's finalisation.
 
     Objects that still hold gloo resources (FSDP2's device mesh, DCP planners) would be destroyed there, and gloo
-    may then abort a rank whose work was done ("terminate called without an active exception": 2 of
-    16 two-rank FSDP launches on a loaded 2-core CPU, 0 of 20 with this exit). Everything a run writes is closed before this is called.
+    may then abort a rank whose work was done ("terminate called without an active exception": 2 of 16 two-rank
+    FSDP launches on a loaded 2-core CPU, 0 of 20 with this exit; with the ``atexit`` handlers run first, 0 of 20
+    quiet and 0 of 20 beside two busy processes). Everything a run writes is closed before this is called.
     """
     if _torn_down:
-        import sys
-
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -98,10 +98,11 @@ def test_fsdp_export_loads_into_the_one_rank_model(runs):
 
 
 _TEARDOWN = """
-import os, sys, torch.distributed as dist
+import atexit, os, sys, torch.distributed as dist
 from maezoo.engine import distributed
 distributed.exit_if_torn_down(5)          # no group joined yet: returns
-dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29563", rank=0, world_size=1)
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+atexit.register(os.remove, sys.argv[2])   # a registered cleanup (as the shard decoders' temporary folders) still runs
 print("work done", end="")                # unflushed: exit_if_torn_down flushes before os._exit
 distributed.cleanup()
 distributed.exit_if_torn_down(3)
@@ -109,6 +110,10 @@ sys.exit(0)                               # not reached
 """
 
 
-def test_a_rank_that_tore_its_group_down_exits_without_finalisation():
-    r = subprocess.run([sys.executable, "-c", _TEARDOWN], capture_output=True, text=True, timeout=120)
+def test_a_rank_that_tore_its_group_down_exits_without_finalisation(tmp_path):
+    left = tmp_path / "removed_at_exit"
+    left.write_text("")
+    r = subprocess.run([sys.executable, "-c", _TEARDOWN, str(tmp_path / "store"), str(left)], capture_output=True,
+                       text=True, timeout=120)
     assert (r.returncode, r.stdout) == (3, "work done"), r.stderr[-2000:]
+    assert not left.exists()
