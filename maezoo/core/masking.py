@@ -145,6 +145,11 @@ class Mask:
         ids_restore = torch.empty_like(perm).scatter_(1, perm, torch.arange(n, device=mask.device).expand(b, n))
         return cls(mask=mask, ids_keep=ids_keep, ids_masked=ids_masked, ids_restore=ids_restore, masked_valid=valid)
 
+    def rows(self, start: int, stop: int) -> Mask:
+        """Rows ``[start, stop)`` of every per-sample tensor (a rank's share of a global batch's mask)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[start:stop] for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), Tensor)})
+
     @property
     def ragged(self) -> bool:
         """Whether rows hide different counts (``masked_valid`` set)."""

@@ -240,10 +240,24 @@ class MultiModalAutoencoder(nn.Module):
                             device=first.tokens.device)
 
     @torch.no_grad()
-    def sample_mask(self, x: Any, generator: torch.Generator | None = None) -> dict[str, Mask]:
-        """The masks ``forward(x, generator=generator)`` would draw."""
+    def sample_mask(self, x: Any, generator: torch.Generator | None = None, rank: int = 0,
+                    world: int = 1) -> dict[str, Mask]:
+        """The masks ``forward(x, generator=generator)`` would draw; with ``world > 1``, the masks of rows
+        ``[rank * B, (rank + 1) * B)`` of a global batch of ``world * B`` samples drawn from ``generator``.
+
+        Every draw of the cross-modal strategies is one value (or one row) per sample, in sample order, so a
+        sample's mask depends on its place in the global batch and its own tokens (padding, word ids) only: the
+        other ranks' rows are stood in for by copies of this rank's (maezoo/engine/sample_seeding.py).
+        """
         self.tokenizer.validate(x, require_all=True)
-        return self.draw_masks(self._tokens(x).context["parts"], generator)
+        parts = self._tokens(x).context["parts"]
+        if world <= 1:
+            return self.draw_masks(parts, generator)
+        first = next(iter(parts.values()))
+        b = first.batch_size
+        grids = {n: g.tile(world) for n, g in self.modal_grids(parts).items()}
+        full = self.masking(world * b, grids, generator=generator, device=first.tokens.device)
+        return {n: m.rows(rank * b, (rank + 1) * b) for n, m in full.items()}
 
     def _tokens(self, x: Any) -> Tokens:
         return self.tokenizer({n: x[n] for n in self.tokenizer.names})
@@ -372,6 +386,8 @@ class SharedDecoder(nn.Module):
 
 class _CrossBlock(nn.Module):
     """Queries attend to a context (MultiMAE's output adapter), then an MLP; pre-norm, residual."""
+
+    fsdp_unit = True  # one FSDP unit of its own under trainer.distributed=fsdp (maezoo/engine/fsdp.py)
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float) -> None:
         super().__init__()

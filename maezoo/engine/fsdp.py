@@ -1,7 +1,8 @@
 """FSDP2 (``torch.distributed.fsdp.fully_shard``) for ``trainer.distributed: fsdp``.
 
 * Sharding: every block of every ``blocks`` list (the encoder's and the decoder's transformer blocks, a
-  multi-stage encoder's stages' blocks) is one FSDP unit, then the root (tokenizer, norms, heads, tokens).
+  multi-stage encoder's stages' blocks) and every module whose class sets ``fsdp_unit = True`` (MultiMAE's
+  per-modality cross-attention blocks) is one FSDP unit, then the root (tokenizer, norms, heads, tokens).
 * Precision: a :class:`~torch.distributed.fsdp.MixedPrecisionPolicy` from ``trainer.precision``: parameters
   gathered in bf16/fp16 for compute, gradients reduced in fp32, the sharded master weights fp32.
 * ``trainer.activation_checkpointing``: each block recomputes its activations in the backward pass.
@@ -32,12 +33,15 @@ DCP_PREFIX = "dcp_step_"
 
 
 def sharded_blocks(model: nn.Module) -> list[nn.Module]:
-    """Every element of every ``nn.ModuleList`` named ``blocks`` (encoder, decoder, stages), outermost first."""
-    out: list[nn.Module] = []
+    """Every element of every ``nn.ModuleList`` named ``blocks`` (encoder, decoder, stages) and every module whose
+    class sets ``fsdp_unit = True``, in the model's module order."""
+    out: dict[int, nn.Module] = {}
     for name, mod in model.named_modules():
         if isinstance(mod, nn.ModuleList) and name.rsplit(".", 1)[-1] == "blocks":
-            out.extend(mod)
-    return out
+            out.update((id(b), b) for b in mod)
+        elif getattr(type(mod), "fsdp_unit", False):
+            out.setdefault(id(mod), mod)
+    return list(out.values())
 
 
 def mixed_precision(precision: str):

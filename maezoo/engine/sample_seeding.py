@@ -6,8 +6,12 @@ batch from the generator of ``(seed, step, micro)`` (no rank in it) and keeps it
 global batch ``g`` gets the same mask whatever the number of ranks. Drawing ``W*B`` rows costs one
 ``[W*B, N]`` random draw and sort per step, small next to the step.
 
+A several-modality model (a dict batch, ``maezoo/core/multimodal.py``) draws the same way through its own
+``sample_mask(x, generator, rank=, world=)``: a text sample's mask depends on its padding, so the model stands in
+for the other ranks' rows with copies of this rank's and keeps its own rows.
+
 What stays per rank: draws inside the model's forward after the mask (replace-mode rules, drop path, dropout:
-seeded from ``(seed, step, rank)``), and inputs that are not tensors (PyG batches, dicts of views) keep the
+seeded from ``(seed, step, rank)``), and other inputs that are not tensors (PyG batches, dicts of views) keep the
 model's own per-rank mask draw.
 
 Shapes: ``x`` ``[B, ...]`` -> a :class:`~maezoo.core.masking.Mask` with ``[B', N]`` rows (``B'`` the token batch).
@@ -15,7 +19,8 @@ Shapes: ``x`` ``[B, ...]`` -> a :class:`~maezoo.core.masking.Mask` with ``[B', N
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -23,21 +28,19 @@ import torch
 from maezoo.core.masking import Mask
 
 
-def mask_rows(mask: Mask, start: int, stop: int) -> Mask:
-    """Rows ``[start, stop)`` of every per-sample tensor of ``mask``."""
-    fields = {f.name: getattr(mask, f.name) for f in dataclasses.fields(mask)}
-    return dataclasses.replace(mask, **{k: v[start:stop] if isinstance(v, torch.Tensor) else v
-                                        for k, v in fields.items()})
-
-
-def global_batch_mask(model: Any, x: Any, generator: torch.Generator, rank: int, world: int) -> Mask | None:
-    """This rank's rows of the global batch's mask, or ``None`` when ``model``/``x`` do not allow it (the model
-    then draws its own mask)."""
+def global_batch_mask(model: Any, x: Any, generator: torch.Generator, rank: int, world: int
+                      ) -> Mask | dict[str, Mask] | None:
+    """This rank's rows of the global batch's mask (a dict of them for a several-modality model), or ``None`` when
+    ``model``/``x`` do not allow it (the model then draws its own mask)."""
     sample_mask = getattr(model, "sample_mask", None)
-    if world <= 1 or sample_mask is None or not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 1:
+    if world <= 1 or sample_mask is None:
+        return None
+    if isinstance(x, Mapping) and "world" in inspect.signature(sample_mask).parameters:
+        return sample_mask(x, generator=generator, rank=rank, world=world)
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 1:
         return None
     b = x.shape[0]
     ghost = x[:1].expand(world * b, *x.shape[1:])  # the global batch's shape, no copy: masks read shapes only
     full = sample_mask(ghost, generator=generator)
     rows = full.mask.shape[0] // world  # token batch rows per rank (B' = B * channels for folded series)
-    return mask_rows(full, rank * rows, (rank + 1) * rows)
+    return full.rows(rank * rows, (rank + 1) * rows)
