@@ -1,7 +1,7 @@
 """Named benchmark suites: which recipes, with which overrides, and which protocol a summary row shows.
 
 ``quick`` holds every modality's CPU-sized recipe (the image and video entries also run the k-NN monitor, for the
-score-against-steps plot) (about 30 minutes on a quiet 2-core CPU; each entry's expected
+score-against-steps plot) (about 47 minutes on a quiet 2-core CPU; each entry's expected
 minutes below are its measured wall time there); ``full`` holds the paper-scale ones (a GPU machine).
 """
 
@@ -76,7 +76,7 @@ register_suite(Suite("quick", "every modality's CPU-sized recipe (2-core CPU)", 
                main_protocol="forecast_finetune", main_metric="mse@96", minutes=1.5),
     SuiteEntry("text_bert_wordnet", "text/bert_wordnet", method="BERT-Tiny (MLM)", minutes=9.0),
     SuiteEntry("multimodal_m3ae_cifar10", "multimodal/m3ae_cifar10", method="M3AE (image + text)",
-               main_protocol="linprobe@image", minutes=12.0,
+               main_protocol="linprobe@image", minutes=14.0,
                notes="captions built from WordNet carry the class; the image-only MAE row is the same encoder "
                      "pre-trained without text for the same steps (the recipe's ablation)"),
     SuiteEntry("graph_graphmae_cora", "graph/graphmae_cora", ("seeds=[0]",), method="GraphMAE (GAT)",
