@@ -65,6 +65,7 @@ from maezoo.core.masking import (
     draw_replace_rule,
     gather_tokens,
     select_decoder_targets,
+    tile_rows,
 )
 from maezoo.core.targets import TargetSpec, resolve_target
 from maezoo.core.tokenizer import Tokenizer, Tokens
@@ -230,23 +231,25 @@ class MaskedAutoencoder(nn.Module):
         return mask.with_targets(select_decoder_targets(mask, self.decoder_masking, grid, generator, device))
 
     @torch.no_grad()
-    def sample_mask(self, x: Any, generator: torch.Generator | None = None) -> Mask:
-        """The mask (with decoder targets, if any) ``forward(x, generator=generator)`` would draw.
+    def sample_mask(self, x: Any, generator: torch.Generator | None = None, rank: int = 0, world: int = 1) -> Mask:
+        """The mask (with decoder targets, if any) ``forward(x, generator=generator)`` would draw; with
+        ``world > 1``, rows ``[rank * B', (rank + 1) * B')`` of the mask of a global batch of ``world`` such batches
+        drawn from ``generator`` (maezoo/engine/sample_seeding.py). A strategy draws one value or row per sample in
+        sample order, so a sample's mask depends on its place and its own padding only: the other ranks' rows are
+        stood in for by copies of this rank's. Nothing is embedded (the tokenizer's ``mask_context``), so it runs
+        on a sharded model too.
 
         Shapes: returns ``mask.mask`` ``[B', prod(mask_grid)]`` on the token batch ``B'``.
         """
-        grid = _mask_grid(self.tokenizer, x)
-        device = _device(self)
-        if getattr(self.tokenizer, "variable_length", False):  # the padding is only known from the tokens
-            tok = self.tokenizer(x)
-            mask = self._draw_mask(tok, generator)
-        else:
-            mask = self.masking(_batch_size(x, self.tokenizer), grid, generator=generator, device=device)
-        return self._with_decoder_targets(mask, grid, generator, device)
+        grid, device, b = _mask_grid(self.tokenizer, x), _device(self), _batch_size(x, self.tokenizer)
+        ctx = {k: tile_rows(v.to(device), world) for k, v in self.tokenizer.mask_context(x).items()}
+        mask = self._draw_mask(world * b, grid, ctx, generator, device)
+        mask = self._with_decoder_targets(mask, grid, generator, device)
+        return mask if world <= 1 else mask.rows(rank * b, (rank + 1) * b)
 
-    def _draw_mask(self, tok: Tokens, generator: torch.Generator | None) -> Mask:
-        """The strategy's mask for a tokenized batch; ragged (per-sample counts) when it reports padding."""
-        b, grid, device, ctx = tok.batch_size, tok.mask_grid, tok.tokens.device, tok.context
+    def _draw_mask(self, b: int, grid: tuple[int, ...], ctx: Mapping[str, Any], generator: torch.Generator | None,
+                   device: torch.device) -> Mask:
+        """The strategy's mask for ``b`` samples; ragged (per-sample counts) when ``ctx`` reports padding."""
         exclude = excluded_tokens(ctx)
         if exclude is None:
             return self.masking(b, grid, generator=generator, device=device)
@@ -260,7 +263,7 @@ class MaskedAutoencoder(nn.Module):
         self._check_mask_grid(tok)
         b, n, grid, device = tok.batch_size, tok.num_mask_tokens, tok.mask_grid, tok.tokens.device
         if mask is None:
-            mask = self._draw_mask(tok, generator)
+            mask = self._draw_mask(b, tok.mask_grid, tok.context, generator, device)
         elif tuple(mask.mask.shape) != (b, n):
             raise ValueError(
                 f"mask is {tuple(mask.mask.shape)} but the batch has {b} sample(s) of {n} tokens (grid {grid}); "

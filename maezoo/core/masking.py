@@ -46,6 +46,12 @@ from maezoo.registry import register
 Grid = tuple[int, ...]
 
 
+def tile_rows(t: Tensor, times: int) -> Tensor:
+    """``times`` copies of the batch ``t`` stacked (``[B, ...]`` -> ``[times * B, ...]``): per-sample context of a
+    global batch whose other ranks' rows are stood in for by this rank's (``sample_mask(..., world=)``)."""
+    return t.repeat(times, *([1] * (t.dim() - 1)))
+
+
 @dataclass
 class Mask:
     """Which tokens are hidden, with the index tensors the encoder and decoder need."""
@@ -827,4 +833,5 @@ __all__ = [
     "select_decoder_targets",
     "unshuffle",
     "random_bool_mask",
+    "tile_rows",
 ]

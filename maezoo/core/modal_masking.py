@@ -50,12 +50,6 @@ class ModalGrid:
     def num_tokens(self) -> int:
         return math.prod(self.grid)
 
-    def tile(self, times: int) -> ModalGrid:
-        """The grid of ``times`` copies of the batch stacked (``[times * B, N]`` per-sample tensors)."""
-        def rep(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.repeat(times, *([1] * (t.dim() - 1)))
-        return ModalGrid(self.grid, rep(self.padding), rep(self.fixed), rep(self.groups))
-
     @property
     def exclude(self) -> Tensor | None:
         """``[B, N]`` bool: tokens a mask must never hide (padding or fixed); ``None`` if neither."""

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from maezoo.core.attention import padding_attn_mask, select_attention
 from maezoo.core.encoder import _norm, init_mae_weights
 from maezoo.core.mae import Pool, pool_features
-from maezoo.core.masking import Mask, gather_tokens
+from maezoo.core.masking import Mask, gather_tokens, tile_rows
 from maezoo.core.modal_masking import CrossModalMasking, ModalGrid
 from maezoo.core.pos_embed import sincos_pos_embed
 from maezoo.core.targets import TargetSpec, resolve_target
@@ -247,17 +247,20 @@ class MultiModalAutoencoder(nn.Module):
 
         Every draw of the cross-modal strategies is one value (or one row) per sample, in sample order, so a
         sample's mask depends on its place in the global batch and its own tokens (padding, word ids) only: the
-        other ranks' rows are stood in for by copies of this rank's (maezoo/engine/sample_seeding.py).
+        other ranks' rows are stood in for by copies of this rank's (maezoo/engine/sample_seeding.py). Nothing is
+        embedded (each tokenizer's ``mask_context``), so it runs on an FSDP-sharded model too.
         """
         self.tokenizer.validate(x, require_all=True)
-        parts = self._tokens(x).context["parts"]
-        if world <= 1:
-            return self.draw_masks(parts, generator)
-        first = next(iter(parts.values()))
-        b = first.batch_size
-        grids = {n: g.tile(world) for n, g in self.modal_grids(parts).items()}
-        full = self.masking(world * b, grids, generator=generator, device=first.tokens.device)
-        return {n: m.rows(rank * b, (rank + 1) * b) for n, m in full.items()}
+        device = next(v.device for v in x.values() if isinstance(v, Tensor))
+        grids = {}
+        for n in self.tokenizer.names:
+            part = self.tokenizer.parts[n]
+            ctx = {k: tile_rows(v.to(device), world) for k, v in part.mask_context(x[n]).items()}
+            grids[n] = ModalGrid(tuple(part.grid(x[n])), ctx.get("padding_mask"), ctx.get("unmaskable"),
+                                 ctx.get("word_ids"))
+        b = self.tokenizer.token_batch_size(x)
+        full = self.masking(world * b, grids, generator=generator, device=device)
+        return full if world <= 1 else {n: m.rows(rank * b, (rank + 1) * b) for n, m in full.items()}
 
     def _tokens(self, x: Any) -> Tokens:
         return self.tokenizer({n: x[n] for n in self.tokenizer.names})

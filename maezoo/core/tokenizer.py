@@ -90,6 +90,12 @@ class Tokenizer(nn.Module):
         order when ``mask_grid == grid``)."""
         raise NotImplementedError
 
+    def mask_context(self, x: Any) -> dict[str, Tensor]:
+        """What a masking strategy reads of the batch ``x``, without embedding it: ``padding_mask`` (``[B', N]``
+        bool, ``True`` on padding), ``unmaskable`` and ``word_ids`` for variable-length inputs, as ``forward`` puts
+        them in ``Tokens.context``; ``{}`` (the default) for inputs whose every token may be hidden."""
+        return {}
+
     def mask_grid(self, x: Any) -> tuple[int, ...]:
         """Grid masks are drawn on (default: :meth:`grid`); must equal ``Tokens.mask_grid`` of ``self(x)``."""
         return self.grid(x)

@@ -6,13 +6,15 @@ batch from the generator of ``(seed, step, micro)`` (no rank in it) and keeps it
 global batch ``g`` gets the same mask whatever the number of ranks. Drawing ``W*B`` rows costs one
 ``[W*B, N]`` random draw and sort per step, small next to the step.
 
-A several-modality model (a dict batch, ``maezoo/core/multimodal.py``) draws the same way through its own
-``sample_mask(x, generator, rank=, world=)``: a text sample's mask depends on its padding, so the model stands in
-for the other ranks' rows with copies of this rank's and keeps its own rows.
+The model draws it: ``sample_mask(x, generator, rank=, world=)`` (``MaskedAutoencoder``, and the several-modality
+model for dict batches) draws the masks of ``world`` batches and keeps rows ``[rank*B, (rank+1)*B)``. A text
+sample's mask depends on its own padding, so the other ranks' rows are stood in for by copies of this rank's
+(read from the tokenizer's ``mask_context``, nothing embedded: it runs on an FSDP-sharded model too). A model whose
+``sample_mask`` takes no rank gets a zero-copy batch of the global shape.
 
 What stays per rank: draws inside the model's forward after the mask (replace-mode rules, drop path, dropout:
-seeded from ``(seed, step, rank)``), and other inputs that are not tensors (PyG batches, dicts of views) keep the
-model's own per-rank mask draw.
+seeded from ``(seed, step, rank)``), and inputs that are neither tensors nor dicts (PyG batches) keep the model's
+own per-rank mask draw.
 
 Shapes: ``x`` ``[B, ...]`` -> a :class:`~maezoo.core.masking.Mask` with ``[B', N]`` rows (``B'`` the token batch).
 """
@@ -35,12 +37,13 @@ def global_batch_mask(model: Any, x: Any, generator: torch.Generator, rank: int,
     sample_mask = getattr(model, "sample_mask", None)
     if world <= 1 or sample_mask is None:
         return None
-    if isinstance(x, Mapping) and "world" in inspect.signature(sample_mask).parameters:
-        return sample_mask(x, generator=generator, rank=rank, world=world)
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 1:
+    if isinstance(x, torch.Tensor) and (x.dim() < 1 or x.shape[0] < 1):
         return None
-    b = x.shape[0]
-    ghost = x[:1].expand(world * b, *x.shape[1:])  # the global batch's shape, no copy: masks read shapes only
-    full = sample_mask(ghost, generator=generator)
+    if isinstance(x, torch.Tensor | Mapping) and "world" in inspect.signature(sample_mask).parameters:
+        return sample_mask(x, generator=generator, rank=rank, world=world)
+    if not isinstance(x, torch.Tensor):
+        return None  # PyG batches and other inputs: the model's own per-rank draw
+    b = x.shape[0]  # a model whose sample_mask takes no rank: masks of the global batch's shape (no copy)
+    full = sample_mask(x[:1].expand(world * b, *x.shape[1:]), generator=generator)
     rows = full.mask.shape[0] // world  # token batch rows per rank (B' = B * channels for folded series)
     return full.rows(rank * rows, (rank + 1) * rows)

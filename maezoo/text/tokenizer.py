@@ -33,8 +33,6 @@ class TextTokenizer(Tokenizer):
     """Word, position and token-type embeddings of a padded id batch (module docstring)."""
 
     modality = "text"
-    #: the core draws masks from the tokens' own lengths (ragged masks)
-    variable_length = True
 
     def __init__(
         self,
@@ -115,17 +113,21 @@ class TextTokenizer(Tokenizer):
     def grid(self, x: Tensor) -> tuple[int, ...]:
         return (int(x.shape[1]) - 1,)
 
+    def mask_context(self, x: Tensor) -> dict[str, Tensor]:
+        """Of the ids after ``[CLS]`` (``[B, L - 1]`` each): ``[PAD]`` (``padding_mask``: never shown, hidden or
+        scored), the other special ids (``unmaskable``: never hidden) and each piece's word (``word_ids``)."""
+        body = x[:, 1:]
+        return {"padding_mask": body == self.pad_id, "unmaskable": self.special[body] & (body != self.pad_id),
+                "word_ids": torch.cumsum((~self.continuation[body]).long(), dim=1) - 1}
+
     # -- embedding ------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tokens:
         length = x.shape[1]
         pos = self.position_embeddings.weight[:length] + self.token_type_embeddings.weight[0]  # [L, D]
         emb = self.word_embeddings(x)  # [B, L, D]
-        body = x[:, 1:]
         ctx: dict[str, Any] = {
             "prefix_tokens": emb[:, :1] + pos[:1],
-            "padding_mask": body == self.pad_id,
-            "unmaskable": self.special[body] & (body != self.pad_id),
-            "word_ids": torch.cumsum((~self.continuation[body]).long(), dim=1) - 1,
+            **self.mask_context(x),
             "pos_embed": pos[1:],
             "replace_table": self.word_embeddings.weight,
         }

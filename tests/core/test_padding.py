@@ -32,8 +32,6 @@ V, D, PAD = 50, 16, 0
 class IdTokenizer(Tokenizer):
     """``[B, N]`` ids (0 = padding) -> embedded tokens; the padding in ``context``; targets are the ids."""
 
-    variable_length = True
-
     def __init__(self, table: bool = False) -> None:
         super().__init__()
         self.embed_dim, self.target_dim = D, V
@@ -43,8 +41,11 @@ class IdTokenizer(Tokenizer):
     def grid(self, x: Tensor) -> tuple[int, ...]:
         return (x.shape[1],)
 
+    def mask_context(self, x: Tensor) -> dict[str, Tensor]:
+        return {"padding_mask": x == PAD}
+
     def forward(self, x: Tensor) -> Tokens:
-        ctx: dict[str, Any] = {"padding_mask": x == PAD}
+        ctx: dict[str, Any] = dict(self.mask_context(x))
         if self.table:
             ctx["replace_table"] = self.emb.weight
         return Tokens(self.emb(x), self.grid(x), ctx)

@@ -1,13 +1,16 @@
-"""Masks seeded by sample (maezoo/engine/sample_seeding.py) for dict batches: each rank's rows of a several-modality
-model's global-batch mask are the rows the 1-rank run draws for the same samples, captions of different lengths
-and every cross-modal strategy included."""
+"""Masks seeded by sample (maezoo/engine/sample_seeding.py): each rank's rows of the global batch's mask are the
+rows the 1-rank run draws for the same samples, for a several-modality model's dict batches (every cross-modal
+strategy) and for padded text, whose masks depend on each sample's own length."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 import maezoo
+from maezoo.engine import fsdp
 from maezoo.engine.sample_seeding import global_batch_mask
 
 SMOKE = maezoo.get("model", "multimae").smoke_kwargs
@@ -64,3 +67,46 @@ def test_one_rank_and_tensor_batches_keep_their_paths():
     whole = image.sample_mask(x, generator=torch.Generator().manual_seed(3))
     got = global_batch_mask(image, x[6:], torch.Generator().manual_seed(3), 1, 2)
     assert torch.equal(got.mask, whole.mask[6:])
+
+
+@pytest.mark.parametrize("masking", ["random", "whole_word"])
+def test_padded_text_ranks_draw_their_rows_and_never_hide_padding(masking):
+    torch.manual_seed(0)
+    model = maezoo.create_model("bert", **{**maezoo.get("model", "bert").smoke_kwargs, "masking": masking})
+    world, b = 2, 4
+    x = _batch(world * b)["text"]
+    whole = model.sample_mask(x, generator=torch.Generator().manual_seed(5))
+    pad = x[:, 1:] == 0
+    assert not bool((whole.mask & pad).any())
+    for rank in range(world):
+        got = global_batch_mask(model, x[rank * b:(rank + 1) * b], torch.Generator().manual_seed(5), rank, world)
+        want = whole.rows(rank * b, (rank + 1) * b)
+        assert torch.equal(got.mask, want.mask) and torch.equal(got.masked_valid, want.masked_valid)
+        assert torch.isfinite(model(x[rank * b:(rank + 1) * b], mask=got).loss)
+
+
+def _bert():
+    torch.manual_seed(0)
+    return maezoo.create_model("bert", **maezoo.get("model", "bert").smoke_kwargs)
+
+
+def _sharded_rank(rank: int, world: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = fsdp.shard_model(_bert(), "fp32")
+    x = _batch(2 * world)["text"][2 * rank:2 * rank + 2]
+    model(x).loss.backward()  # after a step the root's parameters are sharded again
+    mask = global_batch_mask(model, x, torch.Generator().manual_seed(9), rank, world)  # reads ids, embeds nothing
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, mask.mask)
+    if rank == 0:
+        torch.save(gathered, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_text_masks_of_an_fsdp_sharded_model(tmp_path):
+    out = tmp_path / "masks.pt"
+    mp.spawn(_sharded_rank, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    whole = _bert().sample_mask(_batch(4)["text"], generator=torch.Generator().manual_seed(9))
+    assert torch.equal(torch.cat(torch.load(out)), whole.mask)

@@ -63,7 +63,7 @@ def test_80_10_10_shares_over_many_draws_of_the_model_rule():
     total, kinds = 0, torch.zeros(3)
     for s in range(25):
         g = torch.Generator().manual_seed(s)
-        mask = m._draw_mask(tok, g)
+        mask = m._draw_mask(tok.batch_size, tok.mask_grid, tok.context, g, tok.tokens.device)
         kind, src = draw_replace_rule(mask, m.replace_rule, V, g)
         v = mask.masked_valid
         kinds += torch.stack([((kind == k) & v).sum() for k in (REPLACE_MASK, REPLACE_RANDOM, REPLACE_KEEP)])
