@@ -23,6 +23,7 @@ import torch
 import yaml
 from tokenizers import Tokenizer
 
+from maezoo.core.modal_masking import PerModalityMasking
 from maezoo.engine.checkpoint import load_model, resolve_weights
 from maezoo.multimodal.captions import CIFAR10_SYNSETS
 from maezoo.registry import build
@@ -42,6 +43,9 @@ def caption_class_accuracy(run: Path, batch_size: int) -> dict:
                  **{**config["data"].get("args", {}), "vocab_file": str(vocab)})
     model, _ = load_model(resolve_weights(run).parent)
     model.eval()
+    if not isinstance(model.masking, PerModalityMasking):
+        raise SystemExit(f"{run}: masking {type(model.masking).__name__}; this diagnostic hides captions whole "
+                         "through per_modality masking's hide_all")
     model.masking.hide_all = {"text": 1.0}  # every caption hidden whole: predicted from the image alone
     generator = torch.Generator().manual_seed(0)
     correct = total = 0

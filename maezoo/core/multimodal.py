@@ -229,15 +229,18 @@ class MultiModalAutoencoder(nn.Module):
         return int(getattr(self.encoder, "num_prefix_tokens", 0))
 
     # -- masks ------------------------------------------------------------------------------------------------
-    @staticmethod
-    def modal_grids(parts: Mapping[str, Tokens]) -> dict[str, ModalGrid]:
-        return {n: ModalGrid(t.grid, t.context.get("padding_mask"), t.context.get("unmaskable"),
-                             t.context.get("word_ids")) for n, t in parts.items()}
-
-    def draw_masks(self, parts: Mapping[str, Tokens], generator: torch.Generator | None = None) -> dict[str, Mask]:
-        first = next(iter(parts.values()))
-        return self.masking(first.batch_size, self.modal_grids(parts), generator=generator,
-                            device=first.tokens.device)
+    def mask_grids(self, x: Any, world: int = 1) -> dict[str, ModalGrid]:
+        """Each modality of the batch ``x`` as the cross-modal strategy sees it (grid, padding, unmaskable tokens,
+        word ids), read from the tokenizers' ``mask_context`` without embedding; ``world`` copies of the batch
+        stacked (``[world * B, N]``) for the masks of a global batch."""
+        device = _device_of(x)
+        grids = {}
+        for n in self.tokenizer.names:
+            part = self.tokenizer.parts[n]
+            ctx = {k: tile_rows(v.to(device), world) for k, v in part.mask_context(x[n]).items()}
+            grids[n] = ModalGrid(tuple(part.grid(x[n])), ctx.get("padding_mask"), ctx.get("unmaskable"),
+                                 ctx.get("word_ids"))
+        return grids
 
     @torch.no_grad()
     def sample_mask(self, x: Any, generator: torch.Generator | None = None, rank: int = 0,
@@ -248,18 +251,11 @@ class MultiModalAutoencoder(nn.Module):
         Every draw of the cross-modal strategies is one value (or one row) per sample, in sample order, so a
         sample's mask depends on its place in the global batch and its own tokens (padding, word ids) only: the
         other ranks' rows are stood in for by copies of this rank's (maezoo/engine/sample_seeding.py). Nothing is
-        embedded (each tokenizer's ``mask_context``), so it runs on an FSDP-sharded model too.
+        embedded (:meth:`mask_grids`), so it runs on an FSDP-sharded model too.
         """
         self.tokenizer.validate(x, require_all=True)
-        device = next(v.device for v in x.values() if isinstance(v, Tensor))
-        grids = {}
-        for n in self.tokenizer.names:
-            part = self.tokenizer.parts[n]
-            ctx = {k: tile_rows(v.to(device), world) for k, v in part.mask_context(x[n]).items()}
-            grids[n] = ModalGrid(tuple(part.grid(x[n])), ctx.get("padding_mask"), ctx.get("unmaskable"),
-                                 ctx.get("word_ids"))
         b = self.tokenizer.token_batch_size(x)
-        full = self.masking(world * b, grids, generator=generator, device=device)
+        full = self.masking(world * b, self.mask_grids(x, world), generator=generator, device=_device_of(x))
         return full if world <= 1 else {n: m.rows(rank * b, (rank + 1) * b) for n, m in full.items()}
 
     def _tokens(self, x: Any) -> Tokens:
@@ -271,10 +267,12 @@ class MultiModalAutoencoder(nn.Module):
         self.tokenizer.validate(x, require_all=True)
         tok = self._tokens(x)
         parts: dict[str, Tokens] = tok.context["parts"]
-        masks = dict(mask) if mask is not None else self.draw_masks(parts, generator)
+        grids = self.mask_grids(x)
+        masks = dict(mask) if mask is not None else self.masking(tok.batch_size, grids, generator=generator,
+                                                                 device=tok.tokens.device)
         self._check_masks(masks, parts)
         shown = torch.cat([~masks[n].mask & ~_padding(t) for n, t in parts.items()], dim=1)
-        vis, ids, valid = gather_shown(tok.tokens, shown, self.masking.max_shown(self.modal_grids(parts)))
+        vis, ids, valid = gather_shown(tok.tokens, shown, self.masking.max_shown(grids))
         latent = self.encoder(vis, {"padding_mask": ~valid})
         layout = Shown(ids, valid, tok.context["sizes"], {n: t.grid for n, t in parts.items()},
                        tok.context.get("padding_mask"))
@@ -315,6 +313,11 @@ class MultiModalAutoencoder(nn.Module):
         pad = tok.context.get("padding_mask")
         feats = self.encoder(tok.tokens, {"padding_mask": pad} if pad is not None else {})
         return pool_features(feats, self.num_prefix_tokens, pool, padding_mask=pad)
+
+
+def _device_of(x: Mapping[str, Any]) -> torch.device:
+    """The device of a dict batch (its first tensor's)."""
+    return next(v.device for v in x.values() if isinstance(v, Tensor))
 
 
 def _padding(tok: Tokens) -> Tensor:
